@@ -1,0 +1,273 @@
+//! The command line of SPEC §5. Every flag also reads `HANDOVER_<FLAG>`; durations are parsed here, once.
+
+use crate::lifecycle::Mode;
+use crate::store::{JobStatus, StoreUrl};
+use crate::telemetry::logging::LogFormat;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_STORE: &str = "sqlite://handover.db";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "handover",
+    version,
+    about = "A job worker whose shutdown is safe, fast and visible.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "HANDOVER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a worker: claim jobs, run them, drain on SIGTERM/SIGINT/HTTP/remote request.
+    Worker(WorkerArgs),
+    /// Run a worker on an embedded store with a stream of sample jobs and the admin UI.
+    Demo(DemoArgs),
+    /// Submit jobs; prints the new job ids, one a line.
+    Submit(SubmitArgs),
+    /// List jobs.
+    Jobs(JobsArgs),
+    /// List workers.
+    Workers(WorkersArgs),
+    /// Ask a worker, through the store, to drain.
+    Drain(DrainArgs),
+    /// Apply schema migrations to the store.
+    Migrate(StoreArgs),
+}
+
+/// Parses `500ms`, `5s`, `2m`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e}; use a duration such as 500ms, 5s or 2m"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Store URL: sqlite://PATH (embedded) or postgres://USER@HOST/DB.
+    #[arg(long, env = "HANDOVER_STORE", default_value = DEFAULT_STORE, value_name = "URL")]
+    pub store: StoreUrl,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Address for probes, metrics, the admin pages and API.
+    #[arg(
+        long,
+        env = "HANDOVER_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub listen: String,
+
+    /// Worker name shown in the fleet view [default: HOSTNAME-PID].
+    #[arg(long, env = "HANDOVER_NAME")]
+    pub name: Option<String>,
+
+    /// Jobs run at once [default: number of CPUs].
+    #[arg(long, env = "HANDOVER_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: Option<u32>,
+
+    /// Bound on the whole shutdown; past it the forced path runs and the exit code is 3.
+    #[arg(long, env = "HANDOVER_GRACE", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub grace: Duration,
+
+    /// Time in `draining` before jobs are checkpointed, for load balancers to notice readiness.
+    #[arg(long, env = "HANDOVER_DRAIN_DELAY", default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    pub drain_delay: Duration,
+
+    /// How often the worker row and all its leases are renewed.
+    #[arg(long, env = "HANDOVER_HEARTBEAT_INTERVAL", default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
+    pub heartbeat_interval: Duration,
+
+    /// How long a lease lasts without renewal before a rescuer may hand the job to another worker.
+    #[arg(long, env = "HANDOVER_LEASE_TTL", default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lease_ttl: Duration,
+
+    /// How often an idle worker looks for new jobs.
+    #[arg(long, env = "HANDOVER_POLL_INTERVAL", default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub poll_interval: Duration,
+
+    /// Token for the admin API and pages [default: generated and logged at start].
+    #[arg(
+        long,
+        env = "HANDOVER_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<String>,
+
+    /// After deregistering, keep serving /metrics until one more scrape or this long.
+    #[arg(long, env = "HANDOVER_FINAL_SCRAPE_WAIT", default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    pub final_scrape_wait: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Address for the admin UI.
+    #[arg(
+        long,
+        env = "HANDOVER_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub listen: String,
+
+    /// The demo's store [default: sqlite://handover-demo.db].
+    #[arg(
+        long,
+        env = "HANDOVER_STORE",
+        default_value = "sqlite://handover-demo.db",
+        value_name = "URL"
+    )]
+    pub store: StoreUrl,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Job kind: demo, noop, exec, or a kind your own workers register.
+    #[arg(long, env = "HANDOVER_KIND")]
+    pub kind: String,
+
+    /// Job payload as JSON.
+    #[arg(
+        long,
+        env = "HANDOVER_PAYLOAD",
+        value_name = "JSON",
+        conflicts_with = "from_file"
+    )]
+    pub payload: Option<String>,
+
+    /// Attempts before a failing job becomes dead.
+    #[arg(long, env = "HANDOVER_MAX_ATTEMPTS", default_value_t = crate::store::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub max_attempts: i32,
+
+    /// Higher runs first.
+    #[arg(
+        long,
+        env = "HANDOVER_PRIORITY",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub priority: i32,
+
+    /// Submit N copies of the job.
+    #[arg(long, env = "HANDOVER_COUNT", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub count: u64,
+
+    /// One job per line, each line a JSON payload ('-' for standard input).
+    #[arg(long, env = "HANDOVER_FROM_FILE", value_name = "FILE|-")]
+    pub from_file: Option<PathBuf>,
+
+    /// For exec jobs: the program and its arguments.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Only jobs with this status.
+    #[arg(long, env = "HANDOVER_STATUS")]
+    pub status: Option<JobStatus>,
+
+    /// At most this many jobs (oldest first).
+    #[arg(long, env = "HANDOVER_LIMIT", value_parser = clap::value_parser!(i64).range(1..))]
+    pub limit: Option<i64>,
+
+    /// Print one JSON array.
+    #[arg(long, env = "HANDOVER_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkersArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Print one JSON array.
+    #[arg(long, env = "HANDOVER_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Worker id or name.
+    pub worker: String,
+
+    /// handoff: checkpoint and hand back now; finish: let jobs complete within the budget.
+    #[arg(long, env = "HANDOVER_MODE", default_value = "handoff")]
+    pub mode: Mode,
+
+    /// Why, recorded in the shutdown record.
+    #[arg(long, env = "HANDOVER_REASON")]
+    pub reason: Option<String>,
+
+    /// Follow the worker's phases until it stops; exit non-zero if its shutdown was forced.
+    #[arg(long, env = "HANDOVER_WAIT")]
+    pub wait: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_accept_the_documented_forms() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5").unwrap_err().contains("such as 500ms"));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn every_flag_has_a_handover_env_var() {
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                if arg.is_positional() || arg.get_id() == "help" || arg.get_id() == "version" {
+                    continue;
+                }
+                let long = arg.get_long().expect("flags are long");
+                let expected = format!("HANDOVER_{}", long.replace('-', "_").to_uppercase());
+                assert_eq!(
+                    arg.get_env().and_then(|e| e.to_str()),
+                    Some(expected.as_str()),
+                    "{} --{long}",
+                    sub.get_name()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! `handover jobs` and `handover workers`: a table for people, `--json` for scripts.
+
+use super::open_store;
+use crate::cli::{JobsArgs, WorkersArgs};
+use crate::store::{JobFilter, WorkerRow};
+use chrono::Utc;
+use std::io::Write;
+use std::process::ExitCode;
+
+pub async fn jobs(args: JobsArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(&args.store.store).await?;
+    let jobs = store
+        .list_jobs(&JobFilter {
+            status: args.status,
+            limit: args.limit,
+        })
+        .await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if args.json {
+        serde_json::to_writer(&mut out, &jobs)?;
+        writeln!(out)?;
+    } else {
+        let rows = jobs.iter().map(|job| {
+            vec![
+                job.id.to_string(),
+                job.kind.clone(),
+                job.status.to_string(),
+                format!("{}/{}", job.attempts, job.max_attempts),
+                job.owner.as_deref().map_or("-".into(), short_id),
+                job.checkpoint
+                    .as_ref()
+                    .map_or("-".into(), |c| truncate(&c.to_string(), 48)),
+                job.error.as_deref().map_or("-".into(), |e| truncate(e, 48)),
+            ]
+        });
+        print_table(
+            &mut out,
+            &[
+                "ID",
+                "KIND",
+                "STATUS",
+                "ATTEMPTS",
+                "OWNER",
+                "CHECKPOINT",
+                "ERROR",
+            ],
+            rows,
+        )?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(&args.store.store).await?;
+    let workers = store.list_workers().await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if args.json {
+        serde_json::to_writer(&mut out, &workers)?;
+        writeln!(out)?;
+    } else {
+        let rows = workers.iter().map(worker_row);
+        print_table(
+            &mut out,
+            &[
+                "NAME",
+                "ID",
+                "PHASE",
+                "VERSION",
+                "HEARTBEAT",
+                "IN FLIGHT",
+                "DRAIN",
+                "LISTEN",
+            ],
+            rows,
+        )?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn worker_row(worker: &WorkerRow) -> Vec<String> {
+    let age = (Utc::now() - worker.heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0;
+    let phase =
+        if worker.declared_dead_at.is_some() && worker.phase != crate::lifecycle::Phase::Stopped {
+            format!("{} (declared dead)", worker.phase)
+        } else {
+            worker.phase.to_string()
+        };
+    vec![
+        worker.name.clone(),
+        short_id(&worker.id),
+        phase,
+        worker.version.clone(),
+        format!("{age:.1}s ago"),
+        worker.in_flight.to_string(),
+        worker
+            .drain_request
+            .as_ref()
+            .map_or("-".into(), |d| format!("{} requested", d.mode)),
+        worker.listen_addr.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
+fn short_id(id: &str) -> String {
+    id.chars().take(8).collect()
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(max - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+fn print_table(
+    out: &mut impl Write,
+    headers: &[&str],
+    rows: impl Iterator<Item = Vec<String>>,
+) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    writeln!(
+        out,
+        "{}",
+        line(headers.iter().map(|h| h.to_string()).collect())
+    )?;
+    for row in rows {
+        writeln!(out, "{}", line(row))?;
+    }
+    Ok(())
+}

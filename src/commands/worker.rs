@@ -1,0 +1,48 @@
+//! `handover worker`: build the app, forward signals, run until stopped, exit 0 (clean) or 3 (forced).
+
+use super::EXIT_FORCED;
+use crate::cli::WorkerArgs;
+use crate::jobs::Registry;
+use crate::lifecycle::{signals::SignalListener, Outcome};
+use crate::worker::{default_concurrency, default_worker_name, App, WorkerConfig};
+use std::process::ExitCode;
+
+pub fn config_from_args(args: WorkerArgs) -> WorkerConfig {
+    WorkerConfig {
+        store: args.store.store,
+        listen: args.listen,
+        name: args.name.unwrap_or_else(default_worker_name),
+        concurrency: args
+            .concurrency
+            .map_or_else(default_concurrency, |n| n as usize),
+        grace: args.grace,
+        drain_delay: args.drain_delay,
+        heartbeat_interval: args.heartbeat_interval,
+        lease_ttl: args.lease_ttl,
+        poll_interval: args.poll_interval,
+        admin_token: args.admin_token,
+        final_scrape_wait: args.final_scrape_wait,
+    }
+}
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    // Handlers first: from here on a signal is queued for the machine, never fatal.
+    let signals = SignalListener::install()?;
+    let app = App::build(config_from_args(args), Registry::builtin()).await?;
+    if app.token_generated {
+        tracing::info!(
+            login = %format!("http://{}/?token={}", app.addr, app.admin_token),
+            "no --admin-token given; generated one for this run"
+        );
+    }
+    signals.forward_to(app.handle());
+    let summary = app.run_until_stopped().await;
+    Ok(exit_code(summary.outcome()))
+}
+
+pub fn exit_code(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Clean => ExitCode::SUCCESS,
+        Outcome::Forced => ExitCode::from(EXIT_FORCED),
+    }
+}

@@ -1,0 +1,161 @@
+//! The admin JSON API: `/api/status`, `POST /drain`, `POST /drain/cancel`.
+
+use super::{error, HttpState};
+use crate::lifecycle::{DrainAnswer, DrainOrder, Mode, Trigger};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Largest drain request body accepted.
+const MAX_BODY: usize = 16 * 1024;
+/// Longest reason kept.
+const MAX_REASON: usize = 500;
+
+pub fn status_json(state: &HttpState) -> Value {
+    let status = state.machine.status();
+    json!({
+        "worker_id": state.worker_id,
+        "name": state.worker_name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "phase": status.phase,
+        "ready": state.is_ready(),
+        "store_up": state.health.is_up(),
+        "trigger": status.trigger,
+        "mode": status.mode,
+        "requested_by": status.requested_by,
+        "reason": status.reason,
+        "deadline": status.deadline,
+        "cancellable": status.cancellable,
+        "outcome": status.outcome,
+        "phases": status.phases,
+        "in_flight": state.jobs.views(),
+    })
+}
+
+pub async fn status(State(state): State<Arc<HttpState>>) -> Json<Value> {
+    Json(status_json(&state))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainBody {
+    mode: Option<String>,
+    reason: Option<String>,
+    requested_by: Option<String>,
+}
+
+fn parse_drain_body(content_type: &str, body: &[u8]) -> Result<DrainBody, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DrainBody::default());
+    }
+    if content_type.starts_with("application/json") {
+        serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        serde_urlencoded::from_bytes(body).map_err(|e| format!("malformed form body: {e}"))
+    } else {
+        Err(format!(
+            "unsupported content type {content_type:?}; send application/json or a form"
+        ))
+    }
+}
+
+pub async fn drain(State(state): State<Arc<HttpState>>, request: Request) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.to_string());
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("drain request body is larger than {MAX_BODY} bytes"),
+            )
+        }
+    };
+    let body = match parse_drain_body(&content_type, &body) {
+        Ok(body) => body,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let mode = match body.mode.as_deref().map(str::parse::<Mode>).transpose() {
+        Ok(mode) => mode.unwrap_or(Mode::Handoff),
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    if body.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("reason is longer than {MAX_REASON} bytes"),
+        );
+    }
+    let requested_by = body
+        .requested_by
+        .filter(|who| !who.trim().is_empty())
+        .or(peer.map(|peer| format!("http client {peer}")));
+    let order = DrainOrder {
+        trigger: Trigger::Http,
+        mode,
+        requested_by,
+        reason: body.reason.filter(|r| !r.trim().is_empty()),
+    };
+    match state.machine.drain(order).await {
+        DrainAnswer::Started(_) => {
+            (StatusCode::ACCEPTED, Json(status_json(&state))).into_response()
+        }
+        DrainAnswer::AlreadyShuttingDown(_) => {
+            (StatusCode::OK, Json(status_json(&state))).into_response()
+        }
+    }
+}
+
+pub async fn cancel_drain(State(state): State<Arc<HttpState>>) -> Response {
+    match state.machine.cancel().await {
+        Ok(_) => (StatusCode::OK, Json(status_json(&state))).into_response(),
+        Err(refused) => error(StatusCode::CONFLICT, refused.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_bodies_parse_from_json_form_or_nothing() {
+        let json = parse_drain_body(
+            "application/json",
+            br#"{"mode":"finish","reason":"deploy"}"#,
+        )
+        .unwrap();
+        assert_eq!(json.mode.as_deref(), Some("finish"));
+        let form = parse_drain_body(
+            "application/x-www-form-urlencoded",
+            b"mode=handoff&reason=x",
+        )
+        .unwrap();
+        assert_eq!(form.reason.as_deref(), Some("x"));
+        assert!(parse_drain_body("", b"").unwrap().mode.is_none());
+    }
+
+    #[test]
+    fn malformed_drain_bodies_are_refused_with_a_reason() {
+        assert!(parse_drain_body("application/json", b"{mode:")
+            .unwrap_err()
+            .contains("malformed JSON"));
+        assert!(parse_drain_body("application/json", br#"{"colour":"red"}"#)
+            .unwrap_err()
+            .contains("unknown field"));
+        assert!(parse_drain_body("text/plain", b"drain please")
+            .unwrap_err()
+            .contains("unsupported content type"));
+    }
+}

@@ -1,0 +1,656 @@
+//! The phase machine: the one place where shutdown is decided.
+//!
+//! Every trigger (signal, HTTP, remote request) arrives as a command on one channel. The machine
+//! turns readiness off before anything else, then walks `draining → checkpointing → releasing →
+//! deregistering → stopped` inside the `--grace` deadline, taking the forced path when the deadline
+//! passes or a second signal arrives. Nothing else may change the phase.
+
+use super::status::{LivedPhase, Status};
+use super::{Mode, Outcome, Phase, Trigger};
+use crate::store::{JobId, Lease, SharedStore, ShutdownRecord, StoreResult};
+use crate::telemetry::metrics::ReleaseReason;
+use crate::telemetry::Metrics;
+use crate::worker::claim::ClaimControl;
+use crate::worker::inflight::{HeldJob, InFlight, JobState};
+use chrono::{DateTime, Utc};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::sleep_until;
+use tokio_util::sync::CancellationToken;
+
+/// Store writes on the forced path, or after the deadline, get at most this long.
+const LATE_WRITE_BUDGET: Duration = Duration::from_secs(2);
+/// On the forced path, how long abandoned handlers get to let go before their leases are released.
+const ABANDON_SETTLE: Duration = Duration::from_secs(1);
+/// In `finish` mode, the share of `--grace` kept for checkpointing and handing back (at most 10 s).
+const FINISH_RESERVE_DIVISOR: u32 = 3;
+const FINISH_RESERVE_MAX: Duration = Duration::from_secs(10);
+
+/// A request to drain.
+#[derive(Clone, Debug)]
+pub struct DrainOrder {
+    pub trigger: Trigger,
+    pub mode: Mode,
+    pub requested_by: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// The machine's answer to a drain request.
+#[derive(Clone, Debug)]
+pub enum DrainAnswer {
+    /// This request started the drain.
+    Started(Status),
+    /// A drain was already under way; nothing new was started.
+    AlreadyShuttingDown(Status),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CancelRefused {
+    #[error("no drain is in progress")]
+    NotDraining,
+    #[error("a drain started by {0} cannot be cancelled")]
+    NotCancellable(Trigger),
+    #[error("the drain is already in {0}; only a drain still in draining can be cancelled")]
+    TooLate(Phase),
+}
+
+enum Command {
+    Drain {
+        order: DrainOrder,
+        reply: Option<oneshot::Sender<DrainAnswer>>,
+    },
+    Cancel {
+        reply: oneshot::Sender<Result<Status, CancelRefused>>,
+    },
+}
+
+/// How callers talk to the machine; cheap to clone.
+#[derive(Clone)]
+pub struct MachineHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    status: watch::Receiver<Status>,
+}
+
+impl MachineHandle {
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.status.borrow().phase
+    }
+
+    /// A receiver that sees every published status.
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Delivers a signal; never blocks and never drops one.
+    pub fn signal(&self, trigger: Trigger) {
+        let order = DrainOrder {
+            trigger,
+            mode: Mode::Handoff,
+            requested_by: None,
+            reason: Some(format!("{trigger} received")),
+        };
+        let _ = self.commands.send(Command::Drain { order, reply: None });
+    }
+
+    /// Asks for a drain; idempotent while one is under way.
+    pub async fn drain(&self, order: DrainOrder) -> DrainAnswer {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.commands.send(Command::Drain {
+            order,
+            reply: Some(reply),
+        });
+        match (sent, answer.await) {
+            (Ok(()), Ok(answer)) => answer,
+            _ => DrainAnswer::AlreadyShuttingDown(self.status()),
+        }
+    }
+
+    /// Cancels an http/remote drain that is still in `draining`.
+    pub async fn cancel(&self) -> Result<Status, CancelRefused> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Cancel { reply }).is_err() {
+            return Err(CancelRefused::TooLate(self.phase()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(CancelRefused::TooLate(self.phase())))
+    }
+}
+
+/// The worker parts the machine drives.
+pub struct WorkerParts {
+    pub worker_id: String,
+    pub worker_name: String,
+    pub store: SharedStore,
+    pub metrics: Arc<Metrics>,
+    pub claims: Arc<ClaimControl>,
+    pub jobs: Arc<InFlight>,
+    /// Cancelled in `checkpointing`.
+    pub checkpoint_request: CancellationToken,
+    /// Cancelled on the forced path.
+    pub forced: CancellationToken,
+    /// Cancelled in `deregistering`: stops the heartbeat and the rescuer.
+    pub background: CancellationToken,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct MachineSettings {
+    pub grace: Duration,
+    pub drain_delay: Duration,
+}
+
+impl MachineSettings {
+    /// In `finish` mode, how long jobs may run on before they are checkpointed.
+    pub fn finish_budget(&self) -> Duration {
+        let reserve = (self.grace / FINISH_RESERVE_DIVISOR).min(FINISH_RESERVE_MAX);
+        self.grace.saturating_sub(reserve)
+    }
+}
+
+/// How a shutdown ended.
+#[derive(Clone, Debug)]
+pub struct ShutdownSummary {
+    pub record: ShutdownRecord,
+}
+
+impl ShutdownSummary {
+    pub fn outcome(&self) -> Outcome {
+        self.record.outcome
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ForceReason {
+    Deadline,
+    SecondSignal,
+}
+
+/// Why a wait inside a drain ended early.
+enum Interruption {
+    Force(ForceReason),
+    Cancelled(oneshot::Sender<Result<Status, CancelRefused>>),
+}
+
+struct ActiveDrain {
+    order: DrainOrder,
+    started: Instant,
+    started_at: DateTime<Utc>,
+    deadline: Instant,
+    cancellable: bool,
+    /// Index in the timeline of this drain's `draining` entry.
+    first_phase: usize,
+    signals: u32,
+}
+
+pub struct PhaseMachine {
+    commands: mpsc::UnboundedReceiver<Command>,
+    commands_open: bool,
+    status: watch::Sender<Status>,
+    timeline: Vec<LivedPhase>,
+    parts: WorkerParts,
+    settings: MachineSettings,
+    drain: Option<ActiveDrain>,
+    outcome: Outcome,
+    /// Jobs taken out of the registry to be handed back.
+    to_release: Vec<HeldJob>,
+    jobs_released: i64,
+    forced_jobs: Vec<JobId>,
+}
+
+impl PhaseMachine {
+    /// Creates the machine in `starting`, with the handle everyone else uses.
+    pub fn new(parts: WorkerParts, settings: MachineSettings) -> (PhaseMachine, MachineHandle) {
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let (status, status_rx) = watch::channel(Status::starting());
+        let machine = PhaseMachine {
+            commands,
+            commands_open: true,
+            status,
+            timeline: vec![LivedPhase::new(Phase::Starting)],
+            parts,
+            settings,
+            drain: None,
+            outcome: Outcome::Clean,
+            to_release: Vec::new(),
+            jobs_released: 0,
+            forced_jobs: Vec::new(),
+        };
+        let handle = MachineHandle {
+            commands: commands_tx,
+            status: status_rx,
+        };
+        (machine, handle)
+    }
+
+    /// Runs the worker from `running` to `stopped`.
+    pub async fn run(mut self) -> ShutdownSummary {
+        self.enter(Phase::Running);
+        self.parts.claims.resume();
+        let mut forced = loop {
+            let (order, reply) = self.next_drain().await;
+            self.begin_drain(order, reply);
+            self.parts.claims.pause().await;
+            match self.draining().await {
+                Ok(()) => break None,
+                Err(Interruption::Cancelled(reply)) => self.resume(reply),
+                Err(Interruption::Force(why)) => break Some(why),
+            }
+        };
+        if forced.is_none() {
+            forced = self.checkpointing().await.err();
+        }
+        if forced.is_none() {
+            forced = self.releasing().await.err();
+        }
+        if let Some(why) = forced {
+            self.force(why).await;
+        }
+        self.deregistering().await
+    }
+
+    fn publish(&self) {
+        let drain = self.drain.as_ref();
+        let deadline = drain.map(|d| {
+            d.started_at + chrono::Duration::from_std(d.deadline - d.started).unwrap_or_default()
+        });
+        let phase = self.current_phase();
+        self.status.send_replace(Status {
+            phase,
+            trigger: drain.map(|d| d.order.trigger),
+            mode: drain.map(|d| d.order.mode),
+            requested_by: drain.and_then(|d| d.order.requested_by.clone()),
+            reason: drain.and_then(|d| d.order.reason.clone()),
+            deadline,
+            cancellable: drain.is_some_and(|d| d.cancellable) && phase == Phase::Draining,
+            outcome: (phase == Phase::Stopped).then_some(self.outcome),
+            phases: self.timeline.iter().map(LivedPhase::span).collect(),
+        });
+    }
+
+    fn current_phase(&self) -> Phase {
+        self.timeline.last().map_or(Phase::Starting, |p| p.phase)
+    }
+
+    /// Ends the current phase (observing its duration) and enters `phase`.
+    fn enter(&mut self, phase: Phase) {
+        let trigger = self.drain.as_ref().map(|d| d.order.trigger);
+        if let Some(previous) = self.timeline.last_mut() {
+            let lived = previous.entered.elapsed();
+            previous.duration = Some(lived);
+            if let (Some(trigger), true) = (trigger, Phase::SHUTDOWN.contains(&previous.phase)) {
+                self.parts
+                    .metrics
+                    .shutdown_phase_duration
+                    .with_label_values(&[previous.phase.as_str(), trigger.as_str()])
+                    .observe(lived.as_secs_f64());
+                tracing::info!(
+                    phase = %previous.phase,
+                    duration_ms = format_args!("{:.1}", lived.as_secs_f64() * 1000.0),
+                    "phase finished"
+                );
+            }
+        }
+        self.timeline.push(LivedPhase::new(phase));
+        self.parts.metrics.set_phase(phase);
+        self.publish();
+    }
+
+    /// Waits in `running` for a drain, refusing cancels (there is nothing to cancel).
+    async fn next_drain(&mut self) -> (DrainOrder, Option<oneshot::Sender<DrainAnswer>>) {
+        loop {
+            match self.recv().await {
+                Command::Drain { order, reply } => return (order, reply),
+                Command::Cancel { reply } => {
+                    let _ = reply.send(Err(CancelRefused::NotDraining));
+                }
+            }
+        }
+    }
+
+    async fn recv(&mut self) -> Command {
+        if self.commands_open {
+            if let Some(command) = self.commands.recv().await {
+                return command;
+            }
+            self.commands_open = false;
+        }
+        std::future::pending().await
+    }
+
+    fn begin_drain(&mut self, order: DrainOrder, reply: Option<oneshot::Sender<DrainAnswer>>) {
+        let now = Instant::now();
+        self.drain = Some(ActiveDrain {
+            signals: u32::from(order.trigger.is_signal()),
+            cancellable: order.trigger.is_cancellable(),
+            started: now,
+            started_at: Utc::now(),
+            deadline: now + self.settings.grace,
+            first_phase: self.timeline.len(),
+            order,
+        });
+        // Readiness turns false here, before anything else happens.
+        self.enter(Phase::Draining);
+        if let Some(drain) = &self.drain {
+            tracing::info!(
+                trigger = %drain.order.trigger,
+                mode = %drain.order.mode,
+                reason = drain.order.reason.as_deref().unwrap_or(""),
+                requested_by = drain.order.requested_by.as_deref().unwrap_or(""),
+                grace = ?self.settings.grace,
+                "drain started"
+            );
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(DrainAnswer::Started(self.status.borrow().clone()));
+        }
+    }
+
+    fn resume(&mut self, reply: oneshot::Sender<Result<Status, CancelRefused>>) {
+        tracing::info!("drain cancelled; back to running");
+        self.enter(Phase::Running);
+        self.drain = None;
+        self.publish();
+        self.parts.claims.resume();
+        let _ = reply.send(Ok(self.status.borrow().clone()));
+    }
+
+    fn drain(&self) -> &ActiveDrain {
+        self.drain.as_ref().expect("a drain is under way")
+    }
+
+    /// Waits for `until`, answering commands meanwhile; ends early on the deadline, a second
+    /// signal, or an accepted cancel.
+    async fn wait<F: Future>(&mut self, until: F) -> Result<F::Output, Interruption> {
+        tokio::pin!(until);
+        let deadline = self.drain().deadline;
+        loop {
+            tokio::select! {
+                output = &mut until => return Ok(output),
+                _ = sleep_until(deadline.into()) => return Err(Interruption::Force(ForceReason::Deadline)),
+                command = self.recv() => {
+                    if let Some(interruption) = self.answer_during_drain(command) {
+                        return Err(interruption);
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer_during_drain(&mut self, command: Command) -> Option<Interruption> {
+        let phase = self.current_phase();
+        match command {
+            Command::Drain { order, reply } => {
+                let drain = self.drain.as_mut().expect("a drain is under way");
+                if order.trigger.is_signal() {
+                    drain.signals += 1;
+                    drain.cancellable = false;
+                    if drain.signals >= 2 {
+                        return Some(Interruption::Force(ForceReason::SecondSignal));
+                    }
+                    tracing::info!(signal = %order.trigger, "signal during drain: it can no longer be cancelled; another signal forces");
+                    self.publish();
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(DrainAnswer::AlreadyShuttingDown(
+                        self.status.borrow().clone(),
+                    ));
+                }
+                None
+            }
+            Command::Cancel { reply } => {
+                let drain = self.drain();
+                if phase != Phase::Draining {
+                    let _ = reply.send(Err(CancelRefused::TooLate(phase)));
+                    None
+                } else if !drain.cancellable {
+                    let _ = reply.send(Err(CancelRefused::NotCancellable(drain.order.trigger)));
+                    None
+                } else {
+                    Some(Interruption::Cancelled(reply))
+                }
+            }
+        }
+    }
+
+    /// `draining`: claims are paused; wait out `--drain-delay`, and in `finish` mode let jobs finish.
+    async fn draining(&mut self) -> Result<(), Interruption> {
+        self.wait(tokio::time::sleep(self.settings.drain_delay))
+            .await?;
+        if self.drain().order.mode == Mode::Finish {
+            let budget_end = self.drain().started + self.settings.finish_budget();
+            let jobs = self.parts.jobs.clone();
+            self.wait(async move {
+                tokio::select! {
+                    _ = jobs.wait_until_empty() => {}
+                    _ = sleep_until(budget_end.into()) => {
+                        tracing::info!(still_held = jobs.len(), "finish budget spent; checkpointing the rest");
+                    }
+                }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// `checkpointing`: ask every handler to stop at its next checkpoint and wait for all of them.
+    async fn checkpointing(&mut self) -> Result<(), ForceReason> {
+        self.enter(Phase::Checkpointing);
+        self.parts.checkpoint_request.cancel();
+        let jobs = self.parts.jobs.clone();
+        self.wait(async move { jobs.wait_until_no_handler_runs().await })
+            .await
+            .map_err(Self::force_reason)
+    }
+
+    fn force_reason(interruption: Interruption) -> ForceReason {
+        match interruption {
+            Interruption::Force(why) => why,
+            Interruption::Cancelled(_) => unreachable!("cancel is refused after draining"),
+        }
+    }
+
+    /// `releasing`: hand every parked job back to `pending` with its checkpoint, in one write.
+    async fn releasing(&mut self) -> Result<(), ForceReason> {
+        self.enter(Phase::Releasing);
+        self.to_release = self.parts.jobs.take_all();
+        if self.to_release.is_empty() {
+            return Ok(());
+        }
+        let leases: Vec<Lease> = self.to_release.iter().map(|j| j.lease.clone()).collect();
+        let store = self.parts.store.clone();
+        let applied = self
+            .wait(release_until_written(store, leases))
+            .await
+            .map_err(Self::force_reason)?;
+        let held = std::mem::take(&mut self.to_release);
+        self.count_releases(&held, applied, ReleaseReason::Shutdown);
+        Ok(())
+    }
+
+    fn count_releases(
+        &mut self,
+        held: &[HeldJob],
+        applied: StoreResult<Vec<bool>>,
+        reason: ReleaseReason,
+    ) {
+        match applied {
+            Ok(flags) => {
+                for (job, released) in held.iter().zip(flags) {
+                    if released {
+                        self.jobs_released += 1;
+                        self.parts.metrics.released(&job.kind, reason);
+                    } else if job.state == JobState::Parked {
+                        // Nothing of ours was writing it: another worker took it.
+                        self.parts.metrics.lease_lost.inc();
+                        self.parts
+                            .metrics
+                            .released(&job.kind, ReleaseReason::LeaseLost);
+                    }
+                }
+                tracing::info!(released = self.jobs_released, "jobs handed back");
+            }
+            Err(err) => {
+                let ids: Vec<JobId> = held.iter().map(|j| j.lease.job_id).collect();
+                tracing::error!(%err, jobs = ?ids, "could not hand jobs back; their leases will expire and be rescued");
+            }
+        }
+    }
+
+    /// The forced path: abandon what still runs, release every lease with its last checkpoint.
+    async fn force(&mut self, why: ForceReason) {
+        self.outcome = Outcome::Forced;
+        let views = self.parts.jobs.views();
+        let still_running: Vec<String> = views
+            .iter()
+            .filter(|v| v.state != JobState::Parked)
+            .map(|v| {
+                format!(
+                    "job {} ({}, attempt {}, checkpoint {})",
+                    v.job_id,
+                    v.kind,
+                    v.attempt,
+                    v.checkpoint
+                        .as_ref()
+                        .map_or_else(|| "none".to_string(), |c| c.to_string())
+                )
+            })
+            .collect();
+        self.forced_jobs = views
+            .iter()
+            .filter(|v| v.state != JobState::Parked)
+            .map(|v| v.job_id)
+            .collect();
+        let cause = match why {
+            ForceReason::Deadline => format!("grace period of {:?} expired", self.settings.grace),
+            ForceReason::SecondSignal => "second signal received".to_string(),
+        };
+        tracing::warn!(
+            cause = %cause,
+            still_running = %if still_running.is_empty() { "nothing".to_string() } else { still_running.join("; ") },
+            "forcing shutdown"
+        );
+        self.parts.checkpoint_request.cancel();
+        self.parts.forced.cancel();
+        let jobs = self.parts.jobs.clone();
+        let _ = tokio::time::timeout(ABANDON_SETTLE, jobs.wait_until_no_handler_runs()).await;
+        if self.current_phase() != Phase::Releasing {
+            self.enter(Phase::Releasing);
+        }
+        let mut held = std::mem::take(&mut self.to_release);
+        held.extend(self.parts.jobs.take_all());
+        if held.is_empty() {
+            return;
+        }
+        let leases: Vec<Lease> = held.iter().map(|j| j.lease.clone()).collect();
+        let store = self.parts.store.clone();
+        let applied = tokio::time::timeout(LATE_WRITE_BUDGET, release_until_written(store, leases))
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::store::StoreError::Invalid(
+                    "the store did not answer in time".into(),
+                ))
+            });
+        self.count_releases(&held, applied, ReleaseReason::Forced);
+    }
+
+    /// Time left before the deadline, but never less than a short budget for a late write.
+    fn write_budget(&self) -> Duration {
+        self.drain()
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .max(LATE_WRITE_BUDGET)
+    }
+
+    /// `deregistering`: mark the worker stopped and write the shutdown record, then `stopped`.
+    async fn deregistering(mut self) -> ShutdownSummary {
+        self.enter(Phase::Deregistering);
+        self.parts.background.cancel();
+        let budget = self.write_budget();
+        let store = self.parts.store.clone();
+        let worker_id = self.parts.worker_id.clone();
+        match tokio::time::timeout(budget, store.deregister_worker(&worker_id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(%err, "could not mark the worker stopped"),
+            Err(_) => tracing::error!("the store did not answer; the worker row is left as it was"),
+        }
+        let drain = self.drain();
+        let record = ShutdownRecord {
+            worker_id: self.parts.worker_id.clone(),
+            worker_name: self.parts.worker_name.clone(),
+            trigger: drain.order.trigger,
+            mode: drain.order.mode,
+            outcome: self.outcome,
+            requested_by: drain.order.requested_by.clone(),
+            reason: drain.order.reason.clone(),
+            started_at: drain.started_at,
+            duration_ms: drain.started.elapsed().as_secs_f64() * 1000.0,
+            phases: self.timeline[drain.first_phase..]
+                .iter()
+                .map(LivedPhase::span_so_far)
+                .collect(),
+            jobs_released: self.jobs_released,
+            forced_jobs: self.forced_jobs.clone(),
+        };
+        match tokio::time::timeout(self.write_budget(), store.record_shutdown(&record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(%err, "could not write the shutdown record"),
+            Err(_) => tracing::error!("the store did not answer; the shutdown record is lost"),
+        }
+        let (trigger, mode, started) = (drain.order.trigger, drain.order.mode, drain.started);
+        self.enter(Phase::Stopped);
+        let total = started.elapsed();
+        let metrics = &self.parts.metrics;
+        metrics
+            .shutdown_duration
+            .with_label_values(&[trigger.as_str(), self.outcome.as_str()])
+            .observe(total.as_secs_f64());
+        metrics
+            .shutdowns
+            .with_label_values(&[trigger.as_str(), mode.as_str(), self.outcome.as_str()])
+            .inc();
+        tracing::info!(
+            outcome = %self.outcome,
+            total_ms = format_args!("{:.1}", total.as_secs_f64() * 1000.0),
+            released = self.jobs_released,
+            "stopped"
+        );
+        ShutdownSummary { record }
+    }
+}
+
+/// Releases leases, retrying while the store is unreachable (the caller bounds the time).
+async fn release_until_written(store: SharedStore, leases: Vec<Lease>) -> StoreResult<Vec<bool>> {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match store.release(&leases).await {
+            Err(err) if err.is_transient() => {
+                tracing::warn!(%err, "hand-back failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finish_budget_keeps_a_third_of_grace_up_to_ten_seconds() {
+        let settings = |grace| MachineSettings {
+            grace: Duration::from_secs(grace),
+            drain_delay: Duration::ZERO,
+        };
+        assert_eq!(settings(30).finish_budget(), Duration::from_secs(20));
+        assert_eq!(settings(60).finish_budget(), Duration::from_secs(50));
+        assert_eq!(settings(3).finish_budget(), Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,85 @@
+//! The machine's published state: current phase, the drain in progress, and the timeline of phases.
+
+use super::{Mode, Outcome, Phase, Trigger};
+use crate::store::PhaseSpan;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// What the machine publishes on every change (read by probes, the API and the pages).
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub phase: Phase,
+    pub trigger: Option<Trigger>,
+    pub mode: Option<Mode>,
+    pub requested_by: Option<String>,
+    pub reason: Option<String>,
+    /// When the forced path starts if the shutdown has not finished.
+    pub deadline: Option<DateTime<Utc>>,
+    /// Whether the drain in progress may still be cancelled.
+    pub cancellable: bool,
+    pub outcome: Option<Outcome>,
+    pub phases: Vec<PhaseSpan>,
+}
+
+impl Status {
+    pub fn starting() -> Status {
+        Status {
+            phase: Phase::Starting,
+            trigger: None,
+            mode: None,
+            requested_by: None,
+            reason: None,
+            deadline: None,
+            cancellable: false,
+            outcome: None,
+            phases: vec![PhaseSpan {
+                phase: Phase::Starting,
+                entered_at: Utc::now(),
+                duration_ms: None,
+            }],
+        }
+    }
+}
+
+/// One phase as lived, with a monotonic clock for its duration.
+#[derive(Clone, Debug)]
+pub struct LivedPhase {
+    pub phase: Phase,
+    pub entered_at: DateTime<Utc>,
+    pub entered: Instant,
+    pub duration: Option<Duration>,
+}
+
+impl LivedPhase {
+    pub fn new(phase: Phase) -> Self {
+        LivedPhase {
+            phase,
+            entered_at: Utc::now(),
+            entered: Instant::now(),
+            duration: None,
+        }
+    }
+
+    /// The span as published; a current phase shows no duration.
+    pub fn span(&self) -> PhaseSpan {
+        PhaseSpan {
+            phase: self.phase,
+            entered_at: self.entered_at,
+            duration_ms: self.duration.map(|d| d.as_secs_f64() * 1000.0),
+        }
+    }
+
+    /// The span with a current phase measured up to now.
+    pub fn span_so_far(&self) -> PhaseSpan {
+        PhaseSpan {
+            duration_ms: Some(
+                self.duration
+                    .unwrap_or_else(|| self.entered.elapsed())
+                    .as_secs_f64()
+                    * 1000.0,
+            ),
+            ..self.span()
+        }
+    }
+}

@@ -1,0 +1,666 @@
+//! The embedded SQLite store: WAL mode, one writer connection per process, fenced single-statement writes.
+//!
+//! Several processes may share one file: every write is one statement (or a transaction whose first
+//! statement writes), so SQLite takes its write lock up front and `busy_timeout` orders the writers.
+
+use super::{
+    ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport, Job, JobFilter, JobId, JobStatus,
+    Lease, NewJob, PhaseSpan, ShutdownRecord, Store, StoreError, StoreResult, WorkerRegistration,
+    WorkerRow,
+};
+use crate::lifecycle::Phase;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::time::Duration;
+
+/// The current time in Unix milliseconds, from SQLite's clock (stable within one statement).
+macro_rules! now_ms {
+    () => {
+        "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
+    };
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a writer waits for another process's write lock before reporting the store busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rows per INSERT statement when submitting (SQLite allows 32766 bound parameters).
+const SUBMIT_ROWS_PER_STATEMENT: usize = 500;
+
+pub struct SqliteStore {
+    /// One connection: this process's writes queue here instead of spinning on SQLite's lock.
+    writer: SqlitePool,
+    /// Readers see a consistent WAL snapshot without blocking the writer.
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let cannot_open = |err: sqlx::Error| {
+            StoreError::Invalid(format!(
+                "cannot open SQLite store {}: {} (does the directory exist and is it writable?)",
+                path.display(),
+                one_line(&err)
+            ))
+        };
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(BUSY_TIMEOUT * 2)
+            .connect_with(options.clone())
+            .await
+            .map_err(cannot_open)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(cannot_open)?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+fn one_line(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn millis_to_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn opt_time(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.map(millis_to_time)
+}
+
+fn parse_json(text: Option<String>) -> StoreResult<Option<Value>> {
+    text.map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| StoreError::Invalid(format!("corrupt JSON in store: {e}")))
+}
+
+fn parse_enum<T: std::str::FromStr<Err = String>>(text: &str) -> StoreResult<T> {
+    text.parse().map_err(StoreError::Invalid)
+}
+
+fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Job> {
+    Ok(Job {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        payload: parse_json(Some(row.try_get("payload")?))?.unwrap_or(Value::Null),
+        status: parse_enum(&row.try_get::<String, _>("status")?)?,
+        priority: row.try_get("priority")?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        run_after: millis_to_time(row.try_get("run_after")?),
+        owner: row.try_get("owner")?,
+        lease_epoch: row.try_get("lease_epoch")?,
+        lease_expires_at: opt_time(row.try_get("lease_expires_at")?),
+        checkpoint: parse_json(row.try_get("checkpoint")?)?,
+        result: parse_json(row.try_get("result")?)?,
+        error: row.try_get("error")?,
+        created_at: millis_to_time(row.try_get("created_at")?),
+        updated_at: millis_to_time(row.try_get("updated_at")?),
+    })
+}
+
+fn worker_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<WorkerRow> {
+    let drain_mode: Option<String> = row.try_get("drain_mode")?;
+    let drain_request = drain_mode
+        .map(|mode| -> StoreResult<DrainRequest> {
+            Ok(DrainRequest {
+                mode: parse_enum(&mode)?,
+                reason: row.try_get("drain_reason")?,
+                requested_by: row.try_get("drain_requested_by")?,
+                requested_at: opt_time(row.try_get("drain_requested_at")?),
+            })
+        })
+        .transpose()?;
+    Ok(WorkerRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        phase: parse_enum(&row.try_get::<String, _>("phase")?)?,
+        version: row.try_get("version")?,
+        listen_addr: row.try_get("listen_addr")?,
+        concurrency: row.try_get("concurrency")?,
+        started_at: millis_to_time(row.try_get("started_at")?),
+        heartbeat_at: millis_to_time(row.try_get("heartbeat_at")?),
+        in_flight: row.try_get("in_flight")?,
+        drain_request,
+        declared_dead_at: opt_time(row.try_get("declared_dead_at")?),
+        stopped_at: opt_time(row.try_get("stopped_at")?),
+    })
+}
+
+fn shutdown_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ShutdownRecord> {
+    let phases: Vec<PhaseSpan> = serde_json::from_str(&row.try_get::<String, _>("phases")?)
+        .map_err(|e| StoreError::Invalid(format!("corrupt shutdown phases: {e}")))?;
+    let forced_jobs: Vec<JobId> =
+        serde_json::from_str(&row.try_get::<String, _>("forced_jobs")?)
+            .map_err(|e| StoreError::Invalid(format!("corrupt shutdown job list: {e}")))?;
+    Ok(ShutdownRecord {
+        worker_id: row.try_get("worker_id")?,
+        worker_name: row.try_get("worker_name")?,
+        trigger: parse_enum(&row.try_get::<String, _>("trigger")?)?,
+        mode: parse_enum(&row.try_get::<String, _>("mode")?)?,
+        outcome: parse_enum(&row.try_get::<String, _>("outcome")?)?,
+        requested_by: row.try_get("requested_by")?,
+        reason: row.try_get("reason")?,
+        started_at: millis_to_time(row.try_get("started_at")?),
+        duration_ms: row.try_get("duration_ms")?,
+        phases,
+        jobs_released: row.try_get("jobs_released")?,
+        forced_jobs,
+    })
+}
+
+/// Which of `asked` appear in `applied` (by job id), in the order asked.
+fn applied_flags(asked: impl Iterator<Item = JobId>, applied: &[JobId]) -> Vec<bool> {
+    asked.map(|id| applied.contains(&id)).collect()
+}
+
+fn to_json_text<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        // Two processes starting on a fresh file may race to create the schema; the loser's
+        // transaction fails and a second pass finds the migration applied.
+        let mut attempt = 0;
+        loop {
+            match MIGRATOR.run(&self.writer).await {
+                Ok(()) => return Ok(()),
+                Err(_) if attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn submit(&self, jobs: &[NewJob]) -> StoreResult<Vec<JobId>> {
+        let mut tx = self.writer.begin().await?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(SUBMIT_ROWS_PER_STATEMENT) {
+            let mut sql = String::from(
+                "INSERT INTO jobs (kind, payload, priority, max_attempts, run_after, created_at, updated_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(concat!(
+                    "(?, ?, ?, ?, ",
+                    now_ms!(),
+                    ", ",
+                    now_ms!(),
+                    ", ",
+                    now_ms!(),
+                    ")"
+                ));
+            }
+            sql.push_str(" RETURNING id");
+            let mut query = sqlx::query_scalar::<_, i64>(&sql);
+            for job in chunk {
+                query = query
+                    .bind(&job.kind)
+                    .bind(to_json_text(&job.payload)?)
+                    .bind(job.priority)
+                    .bind(job.max_attempts);
+            }
+            let mut chunk_ids = query.fetch_all(&mut *tx).await?;
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        kinds: &[String],
+        limit: usize,
+        lease_ttl: Duration,
+    ) -> StoreResult<Vec<ClaimedJob>> {
+        if limit == 0 || kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        const CLAIM: &str = concat!(
+            "UPDATE jobs SET status = 'running', owner = ?1, lease_epoch = lease_epoch + 1, ",
+            "lease_expires_at = ",
+            now_ms!(),
+            " + ?2, attempts = attempts + 1, updated_at = ",
+            now_ms!(),
+            " WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'failed') AND run_after <= ",
+            now_ms!(),
+            " AND kind IN (SELECT value FROM json_each(?3)) ORDER BY priority DESC, run_after, id LIMIT ?4) ",
+            "RETURNING id, kind, payload, attempts, max_attempts, lease_epoch, checkpoint"
+        );
+        let rows = sqlx::query(CLAIM)
+            .bind(owner)
+            .bind(duration_ms(lease_ttl))
+            .bind(to_json_text(&kinds)?)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ClaimedJob {
+                    lease: Lease {
+                        job_id: row.try_get("id")?,
+                        owner: owner.to_string(),
+                        epoch: row.try_get("lease_epoch")?,
+                    },
+                    kind: row.try_get("kind")?,
+                    payload: parse_json(Some(row.try_get("payload")?))?.unwrap_or(Value::Null),
+                    attempt: row.try_get("attempts")?,
+                    max_attempts: row.try_get("max_attempts")?,
+                    checkpoint: parse_json(row.try_get("checkpoint")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn checkpoint(&self, lease: &Lease, checkpoint: &Value) -> StoreResult<()> {
+        const CHECKPOINT: &str = concat!(
+            "UPDATE jobs SET checkpoint = ?4, updated_at = ",
+            now_ms!(),
+            " WHERE id = ?1 AND owner = ?2 AND lease_epoch = ?3 AND status = 'running'"
+        );
+        let done = sqlx::query(CHECKPOINT)
+            .bind(lease.job_id)
+            .bind(&lease.owner)
+            .bind(lease.epoch)
+            .bind(to_json_text(checkpoint)?)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost {
+                job_id: lease.job_id,
+                epoch: lease.epoch,
+            })
+        }
+    }
+
+    async fn complete(&self, items: &[(Lease, Value)]) -> StoreResult<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        const COMPLETE: &str = concat!(
+            "UPDATE jobs SET status = 'completed', result = b.value -> '$.result', error = NULL, ",
+            "lease_expires_at = NULL, updated_at = ",
+            now_ms!(),
+            " FROM (SELECT value FROM json_each(?1)) AS b ",
+            "WHERE jobs.id = b.value ->> '$.job_id' AND jobs.owner = b.value ->> '$.owner' ",
+            "AND jobs.lease_epoch = b.value ->> '$.epoch' AND jobs.status = 'running' RETURNING jobs.id"
+        );
+        let batch: Vec<Value> = items
+            .iter()
+            .map(|(lease, result)| {
+                serde_json::json!({
+                    "job_id": lease.job_id, "owner": lease.owner, "epoch": lease.epoch, "result": result
+                })
+            })
+            .collect();
+        let applied: Vec<JobId> = sqlx::query_scalar(COMPLETE)
+            .bind(to_json_text(&batch)?)
+            .fetch_all(&self.writer)
+            .await?;
+        Ok(applied_flags(
+            items.iter().map(|(lease, _)| lease.job_id),
+            &applied,
+        ))
+    }
+
+    async fn fail(
+        &self,
+        lease: &Lease,
+        error: &str,
+        backoff: Duration,
+    ) -> StoreResult<FailOutcome> {
+        const FAIL: &str = concat!(
+            "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'failed' END, ",
+            "owner = CASE WHEN attempts >= max_attempts THEN owner ELSE NULL END, ",
+            "error = ?4, lease_expires_at = NULL, run_after = ",
+            now_ms!(),
+            " + ?5, updated_at = ",
+            now_ms!(),
+            " WHERE id = ?1 AND owner = ?2 AND lease_epoch = ?3 AND status = 'running' RETURNING status"
+        );
+        let status: Option<String> = sqlx::query_scalar(FAIL)
+            .bind(lease.job_id)
+            .bind(&lease.owner)
+            .bind(lease.epoch)
+            .bind(error)
+            .bind(duration_ms(backoff))
+            .fetch_optional(&self.writer)
+            .await?;
+        match status.as_deref() {
+            Some("dead") => Ok(FailOutcome::Dead),
+            Some(_) => Ok(FailOutcome::Retry),
+            None => Err(StoreError::LeaseLost {
+                job_id: lease.job_id,
+                epoch: lease.epoch,
+            }),
+        }
+    }
+
+    async fn release(&self, leases: &[Lease]) -> StoreResult<Vec<bool>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        const RELEASE: &str = concat!(
+            "UPDATE jobs SET status = 'pending', owner = NULL, lease_expires_at = NULL, ",
+            "attempts = MAX(attempts - 1, 0), run_after = ",
+            now_ms!(),
+            ", updated_at = ",
+            now_ms!(),
+            " FROM (SELECT value FROM json_each(?1)) AS b ",
+            "WHERE jobs.id = b.value ->> '$.job_id' AND jobs.owner = b.value ->> '$.owner' ",
+            "AND jobs.lease_epoch = b.value ->> '$.epoch' AND jobs.status = 'running' RETURNING jobs.id"
+        );
+        let applied: Vec<JobId> = sqlx::query_scalar(RELEASE)
+            .bind(to_json_text(&leases)?)
+            .fetch_all(&self.writer)
+            .await?;
+        Ok(applied_flags(
+            leases.iter().map(|lease| lease.job_id),
+            &applied,
+        ))
+    }
+
+    async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
+        const RESCUE: &str = concat!(
+            "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, ",
+            "error = 'lease expired while held by worker ' || owner || ' at epoch ' || lease_epoch, ",
+            "owner = CASE WHEN attempts >= max_attempts THEN owner ELSE NULL END, ",
+            "lease_expires_at = NULL, run_after = ",
+            now_ms!(),
+            ", updated_at = ",
+            now_ms!(),
+            " WHERE status = 'running' AND lease_expires_at < ",
+            now_ms!(),
+            " RETURNING id"
+        );
+        const DECLARE_DEAD: &str = concat!(
+            "UPDATE workers SET declared_dead_at = ",
+            now_ms!(),
+            " WHERE declared_dead_at IS NULL AND phase <> 'stopped' AND heartbeat_at + lease_ttl_ms < ",
+            now_ms!()
+        );
+        let mut rescued: Vec<JobId> = sqlx::query_scalar(RESCUE).fetch_all(&self.writer).await?;
+        sqlx::query(DECLARE_DEAD).execute(&self.writer).await?;
+        rescued.sort_unstable();
+        Ok(rescued)
+    }
+
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE (?1 IS NULL OR status = ?1) ORDER BY id LIMIT COALESCE(?2, -1)",
+        )
+        .bind(filter.status.map(JobStatus::as_str))
+        .bind(filter.limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn count_jobs(&self) -> StoreResult<Vec<(JobStatus, i64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
+                .fetch_all(&self.reader)
+                .await?;
+        rows.into_iter()
+            .map(|(status, count)| Ok((parse_enum(&status)?, count)))
+            .collect()
+    }
+
+    async fn register_worker(&self, worker: &WorkerRegistration) -> StoreResult<()> {
+        const REGISTER: &str = concat!(
+            "INSERT INTO workers (id, name, version, phase, listen_addr, concurrency, lease_ttl_ms, started_at, heartbeat_at) ",
+            "VALUES (?1, ?2, ?3, 'starting', ?4, ?5, ?6, ",
+            now_ms!(),
+            ", ",
+            now_ms!(),
+            ")"
+        );
+        sqlx::query(REGISTER)
+            .bind(&worker.id)
+            .bind(&worker.name)
+            .bind(&worker.version)
+            .bind(&worker.listen_addr)
+            .bind(worker.concurrency)
+            .bind(duration_ms(worker.lease_ttl))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn revive_worker(&self, worker_id: &str) -> StoreResult<()> {
+        const REVIVE: &str = concat!(
+            "UPDATE workers SET declared_dead_at = NULL, heartbeat_at = ",
+            now_ms!(),
+            " WHERE id = ?1 AND phase <> 'stopped'"
+        );
+        sqlx::query(REVIVE)
+            .bind(worker_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_worker_phase(&self, worker_id: &str, phase: Phase) -> StoreResult<()> {
+        sqlx::query("UPDATE workers SET phase = ?2 WHERE id = ?1 AND phase <> 'stopped'")
+            .bind(worker_id)
+            .bind(phase.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        in_flight: i64,
+        lease_ttl: Duration,
+    ) -> StoreResult<HeartbeatReport> {
+        const TOUCH_WORKER: &str = concat!(
+            "UPDATE workers SET heartbeat_at = ",
+            now_ms!(),
+            ", in_flight = ?2 WHERE id = ?1 AND declared_dead_at IS NULL AND phase <> 'stopped' ",
+            "RETURNING drain_mode, drain_reason, drain_requested_by, drain_requested_at"
+        );
+        const RENEW_LEASES: &str = concat!(
+            "UPDATE jobs SET lease_expires_at = ",
+            now_ms!(),
+            " + ?2 WHERE owner = ?1 AND status = 'running' RETURNING id, lease_epoch"
+        );
+        // The first statement writes, so the transaction holds the write lock from its start.
+        let mut tx = self.writer.begin().await?;
+        let touched = sqlx::query(TOUCH_WORKER)
+            .bind(worker_id)
+            .bind(in_flight)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut report = HeartbeatReport {
+            worker_known: touched.is_some(),
+            ..HeartbeatReport::default()
+        };
+        if let Some(row) = touched {
+            if let Some(mode) = row.try_get::<Option<String>, _>("drain_mode")? {
+                report.drain_request = Some(DrainRequest {
+                    mode: parse_enum(&mode)?,
+                    reason: row.try_get("drain_reason")?,
+                    requested_by: row.try_get("drain_requested_by")?,
+                    requested_at: opt_time(row.try_get("drain_requested_at")?),
+                });
+                sqlx::query(
+                    "UPDATE workers SET drain_mode = NULL, drain_reason = NULL, drain_requested_by = NULL, drain_requested_at = NULL WHERE id = ?1",
+                )
+                .bind(worker_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let renewed = sqlx::query(RENEW_LEASES)
+            .bind(worker_id)
+            .bind(duration_ms(lease_ttl))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        report.renewed = renewed
+            .iter()
+            .map(|row| {
+                Ok(Lease {
+                    job_id: row.try_get("id")?,
+                    owner: worker_id.to_string(),
+                    epoch: row.try_get("lease_epoch")?,
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(report)
+    }
+
+    async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
+        const DEREGISTER: &str = concat!(
+            "UPDATE workers SET phase = 'stopped', in_flight = 0, stopped_at = ",
+            now_ms!(),
+            ", drain_mode = NULL, drain_reason = NULL, drain_requested_by = NULL, drain_requested_at = NULL",
+            " WHERE id = ?1"
+        );
+        sqlx::query(DEREGISTER)
+            .bind(worker_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_workers(&self) -> StoreResult<Vec<WorkerRow>> {
+        let rows = sqlx::query("SELECT * FROM workers ORDER BY started_at DESC, id")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(worker_from_row).collect()
+    }
+
+    async fn request_drain(&self, worker: &str, request: &DrainRequest) -> StoreResult<WorkerRow> {
+        let rows = sqlx::query("SELECT * FROM workers WHERE id = ?1 OR name = ?1")
+            .bind(worker)
+            .fetch_all(&self.writer)
+            .await?;
+        let candidates: Vec<WorkerRow> =
+            rows.iter().map(worker_from_row).collect::<Result<_, _>>()?;
+        let live: Vec<&WorkerRow> = candidates
+            .iter()
+            .filter(|w| w.phase != Phase::Stopped && w.declared_dead_at.is_none())
+            .collect();
+        let target = match live.as_slice() {
+            [one] => *one,
+            [] if candidates.is_empty() => {
+                return Err(StoreError::NotFound(format!(
+                    "no worker with id or name {worker:?}"
+                )))
+            }
+            [] => {
+                return Err(StoreError::Conflict(format!(
+                    "worker {worker:?} is not running (already stopped or declared dead)"
+                )))
+            }
+            many => {
+                return Err(StoreError::Conflict(format!(
+                    "{} live workers are named {worker:?}; give a worker id instead",
+                    many.len()
+                )))
+            }
+        };
+        const REQUEST: &str = concat!(
+            "UPDATE workers SET drain_mode = ?2, drain_reason = ?3, drain_requested_by = ?4, drain_requested_at = ",
+            now_ms!(),
+            " WHERE id = ?1 AND phase <> 'stopped' RETURNING *"
+        );
+        let row = sqlx::query(REQUEST)
+            .bind(&target.id)
+            .bind(request.mode.as_str())
+            .bind(&request.reason)
+            .bind(&request.requested_by)
+            .fetch_optional(&self.writer)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("worker {worker:?} stopped meanwhile")))?;
+        worker_from_row(&row)
+    }
+
+    async fn record_shutdown(&self, record: &ShutdownRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO shutdowns (worker_id, worker_name, trigger, mode, outcome, requested_by, reason, \
+             started_at, duration_ms, phases, jobs_released, forced_jobs) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .bind(&record.worker_id)
+        .bind(&record.worker_name)
+        .bind(record.trigger.as_str())
+        .bind(record.mode.as_str())
+        .bind(record.outcome.as_str())
+        .bind(&record.requested_by)
+        .bind(&record.reason)
+        .bind(record.started_at.timestamp_millis())
+        .bind(record.duration_ms)
+        .bind(to_json_text(&record.phases)?)
+        .bind(record.jobs_released)
+        .bind(to_json_text(&record.forced_jobs)?)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_shutdowns(&self, limit: i64) -> StoreResult<Vec<ShutdownRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM shutdowns ORDER BY started_at DESC, id DESC LIMIT ?1")
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter().map(shutdown_from_row).collect()
+    }
+
+    async fn completion_counts(&self) -> StoreResult<Vec<(JobId, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT job_id, COUNT(*) FROM job_completions GROUP BY job_id ORDER BY job_id",
+        )
+        .fetch_all(&self.reader)
+        .await?)
+    }
+}

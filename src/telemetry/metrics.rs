@@ -1,0 +1,406 @@
+//! Every Prometheus metric of SPEC §8, registered once in one [`Metrics`] value that is passed down.
+//!
+//! Label values are bounded (phases, triggers, modes, outcomes, job kinds, release reasons), and every
+//! known label combination is initialised at zero so `rate()`, `increase()` and `absent()` behave
+//! from the first scrape.
+
+use crate::lifecycle::{Mode, Outcome, Phase, Trigger};
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::watch;
+
+/// Why a held job was let go (the `reason` label of `handover_jobs_released_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseReason {
+    /// Handed back with its checkpoint during a clean shutdown.
+    Shutdown,
+    /// Handed back when the shutdown was forced.
+    Forced,
+    /// Another worker holds it now; this worker stopped it.
+    LeaseLost,
+    /// The handler itself asked to be resumed later (exec exit 75) outside a shutdown.
+    Yielded,
+}
+
+impl ReleaseReason {
+    pub const ALL: &'static [ReleaseReason] = &[
+        ReleaseReason::Shutdown,
+        ReleaseReason::Forced,
+        ReleaseReason::LeaseLost,
+        ReleaseReason::Yielded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseReason::Shutdown => "shutdown",
+            ReleaseReason::Forced => "forced",
+            ReleaseReason::LeaseLost => "lease_lost",
+            ReleaseReason::Yielded => "yielded",
+        }
+    }
+}
+
+/// How one job attempt ended (the `outcome` label of `handover_job_duration_seconds`).
+pub const JOB_OUTCOMES: &[&str] = &["completed", "failed", "interrupted", "lease_lost", "forced"];
+
+/// Phase and shutdown durations: 1 ms to 60 s (and beyond, for slow forced shutdowns).
+const PHASE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0,
+    60.0, 120.0,
+];
+/// Job attempts: 1 ms to 1 hour.
+const JOB_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+/// Checkpoint writes: 100 µs to 5 s.
+const CHECKPOINT_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub phase: IntGaugeVec,
+    pub ready: IntGauge,
+    pub shutdown_phase_duration: HistogramVec,
+    pub shutdown_duration: HistogramVec,
+    pub shutdowns: IntCounterVec,
+    pub jobs_claimed: IntCounterVec,
+    pub jobs_completed: IntCounterVec,
+    pub jobs_failed: IntCounterVec,
+    pub jobs_released: IntCounterVec,
+    pub jobs_rescued: IntCounter,
+    pub jobs_in_flight: IntGauge,
+    pub job_duration: HistogramVec,
+    pub checkpoints: IntCounterVec,
+    pub checkpoint_duration: Histogram,
+    pub lease_lost: IntCounter,
+    pub heartbeat_failures: IntCounter,
+    pub store_up: IntGauge,
+    pub build_info: GaugeVec,
+    scrapes: watch::Sender<u64>,
+    scrape_count: AtomicU64,
+}
+
+fn registered<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: T,
+) -> T {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique and valid");
+    metric
+}
+
+impl Metrics {
+    /// Creates and registers every metric; `kinds` are the job kinds this worker runs.
+    pub fn new(kinds: &[String]) -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let phase = registered(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "handover_phase",
+                    "1 for the worker's current phase, 0 for the others.",
+                ),
+                &["phase"],
+            )
+            .unwrap(),
+        );
+        let ready = registered(
+            r,
+            IntGauge::new(
+                "handover_ready",
+                "1 while the worker is running with its store reachable (what /readyz answers).",
+            )
+            .unwrap(),
+        );
+        let shutdown_phase_duration = registered(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "handover_shutdown_phase_duration_seconds",
+                    "Time spent in each shutdown phase, observed when the phase ends.",
+                )
+                .buckets(PHASE_BUCKETS.to_vec()),
+                &["phase", "trigger"],
+            )
+            .unwrap(),
+        );
+        let shutdown_duration = registered(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "handover_shutdown_duration_seconds",
+                    "Time from the start of a drain to the end of deregistering.",
+                )
+                .buckets(PHASE_BUCKETS.to_vec()),
+                &["trigger", "outcome"],
+            )
+            .unwrap(),
+        );
+        let shutdowns = registered(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "handover_shutdowns_total",
+                    "Shutdowns by trigger, mode and outcome.",
+                ),
+                &["trigger", "mode", "outcome"],
+            )
+            .unwrap(),
+        );
+        let counter_by_kind = |name: &str, help: &str| {
+            registered(
+                r,
+                IntCounterVec::new(Opts::new(name, help), &["kind"]).unwrap(),
+            )
+        };
+        let jobs_claimed = counter_by_kind("handover_jobs_claimed_total", "Jobs claimed.");
+        let jobs_completed = counter_by_kind("handover_jobs_completed_total", "Jobs completed.");
+        let jobs_failed = counter_by_kind(
+            "handover_jobs_failed_total",
+            "Failed job attempts (retried, or dead when attempts are exhausted).",
+        );
+        let checkpoints = counter_by_kind("handover_checkpoints_total", "Checkpoints saved.");
+        let jobs_released = registered(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "handover_jobs_released_total",
+                    "Held jobs let go without completing, by reason.",
+                ),
+                &["kind", "reason"],
+            )
+            .unwrap(),
+        );
+        let jobs_rescued = registered(
+            r,
+            IntCounter::new(
+                "handover_jobs_rescued_total",
+                "Jobs this worker's rescuer returned to the queue after their lease expired.",
+            )
+            .unwrap(),
+        );
+        let jobs_in_flight = registered(
+            r,
+            IntGauge::new(
+                "handover_jobs_in_flight",
+                "Jobs this worker holds a lease on.",
+            )
+            .unwrap(),
+        );
+        let job_duration = registered(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "handover_job_duration_seconds",
+                    "Duration of job attempts on this worker.",
+                )
+                .buckets(JOB_BUCKETS.to_vec()),
+                &["kind", "outcome"],
+            )
+            .unwrap(),
+        );
+        let checkpoint_duration = registered(
+            r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "handover_checkpoint_duration_seconds",
+                    "Time to write a checkpoint to the store.",
+                )
+                .buckets(CHECKPOINT_BUCKETS.to_vec()),
+            )
+            .unwrap(),
+        );
+        let lease_lost = registered(
+            r,
+            IntCounter::new(
+                "handover_lease_lost_total",
+                "Jobs stopped because another worker took their lease.",
+            )
+            .unwrap(),
+        );
+        let heartbeat_failures = registered(
+            r,
+            IntCounter::new(
+                "handover_heartbeat_failures_total",
+                "Heartbeats the store did not accept.",
+            )
+            .unwrap(),
+        );
+        let store_up = registered(
+            r,
+            IntGauge::new(
+                "handover_store_up",
+                "1 while the store answers, 0 while it does not.",
+            )
+            .unwrap(),
+        );
+        let build_info = registered(
+            r,
+            GaugeVec::new(
+                Opts::new(
+                    "handover_build_info",
+                    "Always 1; the version is in the label.",
+                ),
+                &["version"],
+            )
+            .unwrap(),
+        );
+
+        let metrics = Metrics {
+            registry,
+            phase,
+            ready,
+            shutdown_phase_duration,
+            shutdown_duration,
+            shutdowns,
+            jobs_claimed,
+            jobs_completed,
+            jobs_failed,
+            jobs_released,
+            jobs_rescued,
+            jobs_in_flight,
+            job_duration,
+            checkpoints,
+            checkpoint_duration,
+            lease_lost,
+            heartbeat_failures,
+            store_up,
+            build_info,
+            scrapes: watch::channel(0).0,
+            scrape_count: AtomicU64::new(0),
+        };
+        metrics.initialise_labels(kinds);
+        metrics
+    }
+
+    fn initialise_labels(&self, kinds: &[String]) {
+        for phase in Phase::ALL {
+            self.phase.with_label_values(&[phase.as_str()]).set(0);
+        }
+        self.set_phase(Phase::Starting);
+        for trigger in Trigger::ALL {
+            for phase in Phase::SHUTDOWN {
+                self.shutdown_phase_duration
+                    .with_label_values(&[phase.as_str(), trigger.as_str()]);
+            }
+            for outcome in Outcome::ALL {
+                self.shutdown_duration
+                    .with_label_values(&[trigger.as_str(), outcome.as_str()]);
+                for mode in Mode::ALL {
+                    self.shutdowns.with_label_values(&[
+                        trigger.as_str(),
+                        mode.as_str(),
+                        outcome.as_str(),
+                    ]);
+                }
+            }
+        }
+        for kind in kinds {
+            let kind = kind.as_str();
+            self.jobs_claimed.with_label_values(&[kind]);
+            self.jobs_completed.with_label_values(&[kind]);
+            self.jobs_failed.with_label_values(&[kind]);
+            self.checkpoints.with_label_values(&[kind]);
+            for reason in ReleaseReason::ALL {
+                self.jobs_released
+                    .with_label_values(&[kind, reason.as_str()]);
+            }
+            for outcome in JOB_OUTCOMES {
+                self.job_duration.with_label_values(&[kind, outcome]);
+            }
+        }
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1.0);
+    }
+
+    /// Sets `handover_phase` to 1 for `current` and 0 for every other phase.
+    pub fn set_phase(&self, current: Phase) {
+        for phase in Phase::ALL {
+            self.phase
+                .with_label_values(&[phase.as_str()])
+                .set(i64::from(*phase == current));
+        }
+    }
+
+    pub fn released(&self, kind: &str, reason: ReleaseReason) {
+        self.jobs_released
+            .with_label_values(&[kind, reason.as_str()])
+            .inc();
+    }
+
+    /// Renders the text exposition format and counts the scrape.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("encoding to a Vec cannot fail");
+        let count = self.scrape_count.fetch_add(1, Ordering::SeqCst) + 1;
+        self.scrapes.send_replace(count);
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+
+    /// Scrapes answered so far; `wait_for_scrape_after` waits for the next one.
+    pub fn scrapes_answered(&self) -> u64 {
+        self.scrape_count.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once more than `seen` scrapes have been answered.
+    pub async fn wait_for_scrape_after(&self, seen: u64) {
+        let mut receiver = self.scrapes.subscribe();
+        let _ = receiver.wait_for(|count| *count > seen).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_metric_is_present_from_the_first_scrape() {
+        let metrics = Metrics::new(&["demo".to_string()]);
+        let text = metrics.render();
+        for name in [
+            "handover_phase",
+            "handover_ready",
+            "handover_shutdown_phase_duration_seconds",
+            "handover_shutdown_duration_seconds",
+            "handover_shutdowns_total",
+            "handover_jobs_claimed_total",
+            "handover_jobs_completed_total",
+            "handover_jobs_failed_total",
+            "handover_jobs_released_total",
+            "handover_jobs_rescued_total",
+            "handover_jobs_in_flight",
+            "handover_job_duration_seconds",
+            "handover_checkpoints_total",
+            "handover_checkpoint_duration_seconds",
+            "handover_lease_lost_total",
+            "handover_heartbeat_failures_total",
+            "handover_store_up",
+            "handover_build_info",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
+        assert!(text.contains(r#"handover_jobs_released_total{kind="demo",reason="shutdown"} 0"#));
+        assert!(text.contains(r#"handover_phase{phase="starting"} 1"#));
+        assert!(text.contains(r#"handover_phase{phase="running"} 0"#));
+    }
+
+    #[test]
+    fn set_phase_leaves_exactly_one_phase_at_one() {
+        let metrics = Metrics::new(&[]);
+        metrics.set_phase(Phase::Checkpointing);
+        let ones: Vec<_> = Phase::ALL
+            .iter()
+            .filter(|p| metrics.phase.with_label_values(&[p.as_str()]).get() == 1)
+            .collect();
+        assert_eq!(ones, vec![&Phase::Checkpointing]);
+    }
+}

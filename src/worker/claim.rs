@@ -1,0 +1,123 @@
+//! The claim loop: asks the store for as many jobs as there are free slots, in one call, and hands
+//! each to the runner. The phase machine pauses and resumes it through [`ClaimControl`].
+
+use super::health::StoreHealth;
+use super::runner::Runner;
+use crate::store::SharedStore;
+use crate::telemetry::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The switch the phase machine uses to stop and restart claiming.
+pub struct ClaimControl {
+    allowed: watch::Sender<bool>,
+    /// Held by the loop from the moment it decides to claim until the claimed jobs are registered.
+    in_progress: Mutex<()>,
+}
+
+impl Default for ClaimControl {
+    fn default() -> Self {
+        ClaimControl {
+            allowed: watch::channel(false).0,
+            in_progress: Mutex::new(()),
+        }
+    }
+}
+
+impl ClaimControl {
+    /// Stops claiming; returns once no claim is in progress, so every claimed job is registered.
+    pub async fn pause(&self) {
+        self.allowed.send_replace(false);
+        drop(self.in_progress.lock().await);
+    }
+
+    pub fn resume(&self) {
+        self.allowed.send_replace(true);
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        *self.allowed.borrow()
+    }
+}
+
+pub struct ClaimLoop {
+    pub store: SharedStore,
+    pub worker_id: String,
+    pub kinds: Vec<String>,
+    pub concurrency: usize,
+    pub lease_ttl: Duration,
+    pub poll_interval: Duration,
+    pub control: Arc<ClaimControl>,
+    pub runner: Arc<Runner>,
+    pub tracker: TaskTracker,
+    pub health: Arc<StoreHealth>,
+    pub metrics: Arc<Metrics>,
+    pub stop: CancellationToken,
+}
+
+impl ClaimLoop {
+    pub async fn run(self) {
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let mut allowed = self.control.allowed.subscribe();
+        let mut failures = 0u32;
+        loop {
+            if !*allowed.borrow_and_update() {
+                tokio::select! {
+                    _ = allowed.changed() => continue,
+                    _ = self.stop.cancelled() => return,
+                }
+            }
+            let first = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                _ = allowed.changed() => continue,
+                _ = self.stop.cancelled() => return,
+            };
+            let mut permits = vec![first];
+            while let Ok(permit) = slots.clone().try_acquire_owned() {
+                permits.push(permit);
+            }
+            let asked = permits.len();
+            let gate = self.control.in_progress.lock().await;
+            if !self.control.is_allowed() {
+                continue;
+            }
+            let claimed = self
+                .store
+                .claim(&self.worker_id, &self.kinds, asked, self.lease_ttl)
+                .await;
+            let wait = match claimed {
+                Ok(jobs) => {
+                    self.health.succeeded();
+                    failures = 0;
+                    let got = jobs.len();
+                    for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
+                        self.metrics
+                            .jobs_claimed
+                            .with_label_values(&[job.kind.as_str()])
+                            .inc();
+                        // Registered before the gate opens, so a pausing machine sees every job.
+                        self.tracker.spawn(self.runner.clone().start(job, permit));
+                    }
+                    (got < asked).then_some(self.poll_interval)
+                }
+                Err(err) => {
+                    self.health.failed(&err);
+                    failures += 1;
+                    tracing::warn!(%err, "claim failed; retrying");
+                    Some(Duration::from_millis(100 * u64::from(failures.min(50))))
+                }
+            };
+            drop(gate);
+            drop(permits);
+            if let Some(wait) = wait {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}

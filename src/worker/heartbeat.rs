@@ -1,0 +1,96 @@
+//! The heartbeat: one store transaction every `--heartbeat-interval` that renews the worker row and
+//! the leases of all its jobs together, finds leases this worker lost, and picks up remote drains.
+
+use super::health::StoreHealth;
+use super::inflight::InFlight;
+use crate::lifecycle::{DrainOrder, MachineHandle, Phase, Trigger};
+use crate::store::SharedStore;
+use crate::telemetry::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+pub struct Heartbeat {
+    pub store: SharedStore,
+    pub worker_id: String,
+    pub interval: Duration,
+    pub lease_ttl: Duration,
+    pub jobs: Arc<InFlight>,
+    pub machine: MachineHandle,
+    pub health: Arc<StoreHealth>,
+    pub metrics: Arc<Metrics>,
+    pub stop: CancellationToken,
+}
+
+impl Heartbeat {
+    pub async fn run(self) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.stop.cancelled() => return,
+            }
+            self.beat().await;
+        }
+    }
+
+    async fn beat(&self) {
+        let held = self.jobs.leases();
+        let answer = tokio::time::timeout(
+            self.interval.max(Duration::from_secs(1)),
+            self.store
+                .heartbeat(&self.worker_id, held.len() as i64, self.lease_ttl),
+        )
+        .await;
+        let report = match answer {
+            Ok(Ok(report)) => report,
+            Ok(Err(err)) => {
+                self.health.failed(&err);
+                self.metrics.heartbeat_failures.inc();
+                tracing::warn!(%err, "heartbeat failed");
+                return;
+            }
+            Err(_) => {
+                self.health.failed(&crate::store::StoreError::Unavailable(
+                    sqlx::Error::PoolTimedOut,
+                ));
+                self.metrics.heartbeat_failures.inc();
+                tracing::warn!("heartbeat timed out");
+                return;
+            }
+        };
+        self.health.succeeded();
+        for lease in held.iter().filter(|lease| !report.renewed.contains(lease)) {
+            tracing::warn!(
+                job_id = lease.job_id,
+                epoch = lease.epoch,
+                "heartbeat found the lease lost"
+            );
+            self.jobs.lose(lease);
+        }
+        if !report.worker_known {
+            if self.machine.phase() == Phase::Running {
+                tracing::warn!(
+                    "the store had declared this worker dead; it is alive, registering again"
+                );
+                if let Err(err) = self.store.revive_worker(&self.worker_id).await {
+                    tracing::warn!(%err, "could not revive the worker row");
+                }
+            } else {
+                tracing::info!("the store declared this worker dead during its shutdown; finishing the shutdown");
+            }
+        }
+        if let Some(request) = report.drain_request {
+            let order = DrainOrder {
+                trigger: Trigger::Remote,
+                mode: request.mode,
+                requested_by: request.requested_by,
+                reason: request.reason,
+            };
+            let machine = self.machine.clone();
+            tokio::spawn(async move { machine.drain(order).await });
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The jobs this worker holds a lease on: who is running, who is parked waiting to be handed back,
+//! and each one's last checkpoint. Shared by the runner, the heartbeat, the machine and the pages.
+
+use crate::store::{JobId, Lease};
+use chrono::{DateTime, Utc};
+use prometheus::IntGauge;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// The handler is working.
+    Running,
+    /// The handler stopped at a checkpoint; the lease is held until the machine hands it back.
+    Parked,
+    /// The handler was abandoned by a forced shutdown; the lease is held until it is released.
+    Aborted,
+}
+
+struct Entry {
+    lease: Lease,
+    kind: String,
+    attempt: i32,
+    started_at: DateTime<Utc>,
+    checkpoint: Option<Value>,
+    state: JobState,
+    abandon: CancellationToken,
+}
+
+/// A held job as shown by the status API and pages.
+#[derive(Clone, Debug, Serialize)]
+pub struct InFlightView {
+    pub job_id: JobId,
+    pub kind: String,
+    pub attempt: i32,
+    pub lease_epoch: i64,
+    pub started_at: DateTime<Utc>,
+    pub checkpoint: Option<Value>,
+    pub state: JobState,
+}
+
+/// A held job taken out of the registry to be handed back.
+#[derive(Clone, Debug)]
+pub struct HeldJob {
+    pub lease: Lease,
+    pub kind: String,
+    pub state: JobState,
+}
+
+pub struct InFlight {
+    entries: Mutex<BTreeMap<JobId, Entry>>,
+    /// (handlers still working, jobs held).
+    counts: watch::Sender<(usize, usize)>,
+    gauge: IntGauge,
+}
+
+impl InFlight {
+    pub fn new(gauge: IntGauge) -> Self {
+        InFlight {
+            entries: Mutex::new(BTreeMap::new()),
+            counts: watch::channel((0, 0)).0,
+            gauge,
+        }
+    }
+
+    fn with_entries<T>(&self, f: impl FnOnce(&mut BTreeMap<JobId, Entry>) -> T) -> T {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let result = f(&mut entries);
+        let running = entries
+            .values()
+            .filter(|e| e.state == JobState::Running)
+            .count();
+        self.gauge.set(entries.len() as i64);
+        let now = (running, entries.len());
+        self.counts.send_if_modified(|counts| {
+            let changed = *counts != now;
+            *counts = now;
+            changed
+        });
+        result
+    }
+
+    /// Registers a newly claimed job; returns the token that abandons it.
+    pub fn insert(
+        &self,
+        lease: Lease,
+        kind: &str,
+        attempt: i32,
+        checkpoint: Option<Value>,
+    ) -> CancellationToken {
+        let abandon = CancellationToken::new();
+        let entry = Entry {
+            lease: lease.clone(),
+            kind: kind.to_string(),
+            attempt,
+            started_at: Utc::now(),
+            checkpoint,
+            state: JobState::Running,
+            abandon: abandon.clone(),
+        };
+        self.with_entries(|entries| entries.insert(lease.job_id, entry));
+        abandon
+    }
+
+    pub fn set_checkpoint(&self, job_id: JobId, checkpoint: Value) {
+        self.with_entries(|entries| {
+            if let Some(entry) = entries.get_mut(&job_id) {
+                entry.checkpoint = Some(checkpoint);
+            }
+        });
+    }
+
+    pub fn set_state(&self, job_id: JobId, state: JobState) {
+        self.with_entries(|entries| {
+            if let Some(entry) = entries.get_mut(&job_id) {
+                entry.state = state;
+            }
+        });
+    }
+
+    pub fn remove(&self, job_id: JobId) {
+        self.with_entries(|entries| entries.remove(&job_id));
+    }
+
+    /// Abandons the job if this exact lease is still registered (the heartbeat found it lost).
+    pub fn lose(&self, lease: &Lease) {
+        self.with_entries(|entries| {
+            if let Some(entry) = entries.get(&lease.job_id) {
+                if entry.lease == *lease {
+                    entry.abandon.cancel();
+                }
+            }
+        });
+    }
+
+    /// The leases currently held.
+    pub fn leases(&self) -> Vec<Lease> {
+        self.with_entries(|entries| entries.values().map(|e| e.lease.clone()).collect())
+    }
+
+    pub fn len(&self) -> usize {
+        self.with_entries(|entries| entries.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn views(&self) -> Vec<InFlightView> {
+        self.with_entries(|entries| {
+            entries
+                .values()
+                .map(|e| InFlightView {
+                    job_id: e.lease.job_id,
+                    kind: e.kind.clone(),
+                    attempt: e.attempt,
+                    lease_epoch: e.lease.epoch,
+                    started_at: e.started_at,
+                    checkpoint: e.checkpoint.clone(),
+                    state: e.state,
+                })
+                .collect()
+        })
+    }
+
+    /// Removes and returns every held job (for the releasing phase).
+    pub fn take_all(&self) -> Vec<HeldJob> {
+        self.with_entries(|entries| {
+            std::mem::take(entries)
+                .into_values()
+                .map(|e| HeldJob {
+                    lease: e.lease,
+                    kind: e.kind,
+                    state: e.state,
+                })
+                .collect()
+        })
+    }
+
+    /// Resolves when no handler is working (every held job is parked, aborted or gone).
+    pub async fn wait_until_no_handler_runs(&self) {
+        let mut receiver = self.counts.subscribe();
+        let _ = receiver.wait_for(|(running, _)| *running == 0).await;
+    }
+
+    /// Resolves when no job is held at all.
+    pub async fn wait_until_empty(&self) {
+        let mut receiver = self.counts.subscribe();
+        let _ = receiver.wait_for(|(_, held)| *held == 0).await;
+    }
+}

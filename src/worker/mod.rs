@@ -1,0 +1,330 @@
+//! A worker as a value: [`App::build`] connects, migrates, registers and binds; [`App::run_until_stopped`]
+//! runs the claim loop, heartbeat, rescuer and HTTP server under the phase machine until `stopped`.
+
+pub mod claim;
+pub mod completer;
+pub mod health;
+pub mod heartbeat;
+pub mod inflight;
+pub mod rescuer;
+pub mod runner;
+
+use self::claim::{ClaimControl, ClaimLoop};
+use self::completer::Completer;
+use self::health::StoreHealth;
+use self::heartbeat::Heartbeat;
+use self::inflight::InFlight;
+use self::rescuer::Rescuer;
+use self::runner::Runner;
+use crate::http::{self, HttpState};
+use crate::jobs::Registry;
+use crate::lifecycle::{
+    MachineHandle, MachineSettings, Phase, PhaseMachine, ShutdownSummary, WorkerParts,
+};
+use crate::store::{self, SharedStore, StoreUrl, WorkerRegistration};
+use crate::telemetry::Metrics;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Everything a worker process is configured with.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub store: StoreUrl,
+    pub listen: String,
+    pub name: String,
+    pub concurrency: usize,
+    pub grace: Duration,
+    pub drain_delay: Duration,
+    pub heartbeat_interval: Duration,
+    pub lease_ttl: Duration,
+    pub poll_interval: Duration,
+    pub admin_token: Option<String>,
+    pub final_scrape_wait: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults of SPEC §5 for the given store.
+    pub fn new(store: StoreUrl) -> Self {
+        WorkerConfig {
+            store,
+            listen: "127.0.0.1:8080".into(),
+            name: default_worker_name(),
+            concurrency: default_concurrency(),
+            grace: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
+            heartbeat_interval: Duration::from_secs(3),
+            lease_ttl: Duration::from_secs(15),
+            poll_interval: Duration::from_millis(250),
+            admin_token: None,
+            final_scrape_wait: Duration::ZERO,
+        }
+    }
+
+    /// Rejects combinations that would lose leases or never run anything.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
+        anyhow::ensure!(!self.grace.is_zero(), "--grace must be longer than 0s");
+        anyhow::ensure!(
+            !self.heartbeat_interval.is_zero(),
+            "--heartbeat-interval must be longer than 0s"
+        );
+        anyhow::ensure!(
+            self.heartbeat_interval * 2 <= self.lease_ttl,
+            "--heartbeat-interval ({}) must be at most half of --lease-ttl ({}), or leases expire between heartbeats",
+            humantime::format_duration(self.heartbeat_interval),
+            humantime::format_duration(self.lease_ttl)
+        );
+        anyhow::ensure!(
+            !self.poll_interval.is_zero(),
+            "--poll-interval must be longer than 0s"
+        );
+        if let Some(token) = &self.admin_token {
+            anyhow::ensure!(
+                token.len() >= 16,
+                "--admin-token must be at least 16 characters"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `hostname-pid`.
+pub fn default_worker_name() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// A built worker, bound and registered, not yet running.
+pub struct App {
+    pub addr: SocketAddr,
+    pub worker_id: String,
+    pub admin_token: String,
+    /// True when no token was configured and one was generated.
+    pub token_generated: bool,
+    machine: PhaseMachine,
+    handle: MachineHandle,
+    config: WorkerConfig,
+    store: SharedStore,
+    metrics: Arc<Metrics>,
+    health: Arc<StoreHealth>,
+    jobs: Arc<InFlight>,
+    runner: Arc<Runner>,
+    claims: Arc<ClaimControl>,
+    kinds: Vec<String>,
+    background: CancellationToken,
+    server_stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    pub async fn build(config: WorkerConfig, handlers: Registry) -> anyhow::Result<App> {
+        config.validate()?;
+        let store = store::open_migrated(&config.store)
+            .await
+            .with_context(|| format!("cannot use store {}", config.store))?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let worker_id = uuid::Uuid::new_v4().to_string();
+        let kinds = handlers.kinds();
+        let metrics = Arc::new(Metrics::new(&kinds));
+        let health = Arc::new(StoreHealth::new(metrics.store_up.clone()));
+        let jobs = Arc::new(InFlight::new(metrics.jobs_in_flight.clone()));
+        let claims = Arc::new(ClaimControl::default());
+        let checkpoint_request = CancellationToken::new();
+        let forced = CancellationToken::new();
+        let background = CancellationToken::new();
+
+        store
+            .register_worker(&WorkerRegistration {
+                id: worker_id.clone(),
+                name: config.name.clone(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                listen_addr: Some(addr.to_string()),
+                concurrency: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
+                lease_ttl: config.lease_ttl,
+            })
+            .await
+            .context("cannot register the worker")?;
+
+        let runner = Arc::new(Runner {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            jobs: jobs.clone(),
+            handlers,
+            completer: Completer::spawn(store.clone()),
+            health: health.clone(),
+            checkpoint_request: checkpoint_request.clone(),
+            forced: forced.clone(),
+        });
+        let (machine, handle) = PhaseMachine::new(
+            WorkerParts {
+                worker_id: worker_id.clone(),
+                worker_name: config.name.clone(),
+                store: store.clone(),
+                metrics: metrics.clone(),
+                claims: claims.clone(),
+                jobs: jobs.clone(),
+                checkpoint_request,
+                forced,
+                background: background.clone(),
+            },
+            MachineSettings {
+                grace: config.grace,
+                drain_delay: config.drain_delay,
+            },
+        );
+
+        let (admin_token, token_generated) = match &config.admin_token {
+            Some(token) => (token.clone(), false),
+            None => (uuid::Uuid::new_v4().simple().to_string(), true),
+        };
+        let state = Arc::new(HttpState {
+            machine: handle.clone(),
+            health: health.clone(),
+            metrics: metrics.clone(),
+            jobs: jobs.clone(),
+            admin_token: admin_token.clone(),
+            worker_id: worker_id.clone(),
+            worker_name: config.name.clone(),
+        });
+        let server_stop = CancellationToken::new();
+        let server = tokio::spawn(http::serve(listener, state, server_stop.clone()));
+
+        Ok(App {
+            addr,
+            worker_id,
+            admin_token,
+            token_generated,
+            machine,
+            handle,
+            config,
+            store,
+            metrics,
+            health,
+            jobs,
+            runner,
+            claims,
+            kinds,
+            background,
+            server_stop,
+            server,
+        })
+    }
+
+    /// The handle for sending triggers to this worker's machine.
+    pub fn handle(&self) -> MachineHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until the machine reaches `stopped`, then serves a last scrape and stops the server.
+    pub async fn run_until_stopped(self) -> ShutdownSummary {
+        let tracker = TaskTracker::new();
+        tokio::spawn(report_phases(
+            self.store.clone(),
+            self.worker_id.clone(),
+            self.handle.clone(),
+        ));
+        tokio::spawn(
+            Heartbeat {
+                store: self.store.clone(),
+                worker_id: self.worker_id.clone(),
+                interval: self.config.heartbeat_interval,
+                lease_ttl: self.config.lease_ttl,
+                jobs: self.jobs.clone(),
+                machine: self.handle.clone(),
+                health: self.health.clone(),
+                metrics: self.metrics.clone(),
+                stop: self.background.clone(),
+            }
+            .run(),
+        );
+        tokio::spawn(
+            Rescuer {
+                store: self.store.clone(),
+                interval: self.config.heartbeat_interval,
+                lease_ttl: self.config.lease_ttl,
+                health: self.health.clone(),
+                metrics: self.metrics.clone(),
+                stop: self.background.clone(),
+            }
+            .run(),
+        );
+        tokio::spawn(
+            ClaimLoop {
+                store: self.store.clone(),
+                worker_id: self.worker_id.clone(),
+                kinds: self.kinds.clone(),
+                concurrency: self.config.concurrency,
+                lease_ttl: self.config.lease_ttl,
+                poll_interval: self.config.poll_interval,
+                control: self.claims.clone(),
+                runner: self.runner.clone(),
+                tracker: tracker.clone(),
+                health: self.health.clone(),
+                metrics: self.metrics.clone(),
+                stop: self.background.clone(),
+            }
+            .run(),
+        );
+        tracing::info!(
+            worker_id = %self.worker_id,
+            name = %self.config.name,
+            addr = %self.addr,
+            store = %self.config.store,
+            concurrency = self.config.concurrency,
+            kinds = ?self.kinds,
+            "worker running"
+        );
+        let summary = self.machine.run().await;
+        if !self.config.final_scrape_wait.is_zero() {
+            let seen = self.metrics.scrapes_answered();
+            let waited = tokio::time::timeout(
+                self.config.final_scrape_wait,
+                self.metrics.wait_for_scrape_after(seen),
+            )
+            .await;
+            match waited {
+                Ok(()) => tracing::info!("final scrape answered"),
+                Err(_) => tracing::info!("no final scrape arrived within --final-scrape-wait"),
+            }
+        }
+        self.server_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.server).await;
+        summary
+    }
+}
+
+/// Mirrors the machine's phase into the worker row (the fleet view), coalescing quick changes.
+async fn report_phases(store: SharedStore, worker_id: String, machine: MachineHandle) {
+    let mut status = machine.subscribe();
+    let mut written = Phase::Starting;
+    loop {
+        let phase = status.borrow_and_update().phase;
+        if matches!(phase, Phase::Deregistering | Phase::Stopped) {
+            return; // deregistering writes `stopped` itself
+        }
+        if phase != written {
+            match store.set_worker_phase(&worker_id, phase).await {
+                Ok(()) => written = phase,
+                Err(err) => tracing::debug!(%err, "could not record the phase; will retry"),
+            }
+        }
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Runs one claimed job: the handler in its own task, then the one fenced write that ends the
+//! attempt (complete, fail, hand back) — or nothing at all when the lease was lost.
+
+use super::completer::Completer;
+use super::health::StoreHealth;
+use super::inflight::{InFlight, JobState};
+use crate::jobs::{JobContext, JobError, JobOutcome, Registry};
+use crate::store::{retry_backoff, ClaimedJob, FailOutcome, Lease, SharedStore, StoreError};
+use crate::telemetry::metrics::ReleaseReason;
+use crate::telemetry::Metrics;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub struct Runner {
+    pub store: SharedStore,
+    pub metrics: Arc<Metrics>,
+    pub jobs: Arc<InFlight>,
+    pub handlers: Registry,
+    pub completer: Completer,
+    pub health: Arc<StoreHealth>,
+    /// Cancelled in `checkpointing`: handlers stop at their next checkpoint.
+    pub checkpoint_request: CancellationToken,
+    /// Cancelled on the forced path: handlers are abandoned and their leases left to the machine.
+    pub forced: CancellationToken,
+}
+
+/// How the handler's part of an attempt ended.
+enum Ending {
+    Returned(Result<JobOutcome, JobError>),
+    LeaseLost,
+    Forced,
+}
+
+impl Runner {
+    /// Registers the job as held (synchronously) and returns the future that runs it.
+    pub fn start(
+        self: Arc<Self>,
+        job: ClaimedJob,
+        slot: OwnedSemaphorePermit,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let abandon = self.jobs.insert(
+            job.lease.clone(),
+            &job.kind,
+            job.attempt,
+            job.checkpoint.clone(),
+        );
+        async move {
+            let span = tracing::info_span!(
+                "job",
+                job_id = job.lease.job_id,
+                kind = %job.kind,
+                attempt = job.attempt,
+                epoch = job.lease.epoch
+            );
+            self.run(job, abandon).instrument(span).await;
+            drop(slot);
+        }
+    }
+
+    async fn run(&self, job: ClaimedJob, abandon: CancellationToken) {
+        let lease = job.lease.clone();
+        let kind = job.kind.clone();
+        let started = Instant::now();
+        let Some(handler) = self.handlers.get(&kind).cloned() else {
+            let message = format!("no handler for kind {kind:?} on this worker");
+            return self
+                .finish_failed(&lease, &kind, job.attempt, message, started)
+                .await;
+        };
+        let attempt = job.attempt;
+        let ctx = JobContext::new(
+            job,
+            self.store.clone(),
+            self.metrics.clone(),
+            self.jobs.clone(),
+            self.checkpoint_request.clone(),
+            abandon.clone(),
+        );
+        let mut task = tokio::spawn(async move { handler.run(ctx).await }.in_current_span());
+        let ending = tokio::select! {
+            joined = &mut task => Ending::Returned(joined.unwrap_or_else(|err| {
+                Err(JobError::Failed(if err.is_panic() {
+                    format!("handler panicked: {}", panic_text(err.into_panic()))
+                } else {
+                    "handler task was cancelled".to_string()
+                }))
+            })),
+            _ = abandon.cancelled() => Ending::LeaseLost,
+            _ = self.forced.cancelled() => Ending::Forced,
+        };
+        if !matches!(ending, Ending::Returned(_)) {
+            // Stop the handler now: blocking loops watch the abandon token, async ones are dropped.
+            abandon.cancel();
+            task.abort();
+            let _ = task.await;
+        }
+        match ending {
+            Ending::Returned(Ok(JobOutcome::Completed(result))) => {
+                self.finish_completed(lease, &kind, result, started).await
+            }
+            Ending::Returned(Ok(JobOutcome::Interrupted)) => {
+                self.finish_interrupted(&lease, &kind, started).await
+            }
+            Ending::Returned(Err(JobError::Failed(message))) => {
+                self.finish_failed(&lease, &kind, attempt, message, started)
+                    .await
+            }
+            Ending::Returned(Err(JobError::LeaseLost)) | Ending::LeaseLost => {
+                self.finish_lease_lost(&lease, &kind, started)
+            }
+            Ending::Forced => {
+                self.observe(&kind, "forced", started);
+                self.jobs.set_state(lease.job_id, JobState::Aborted);
+            }
+        }
+    }
+
+    fn observe(&self, kind: &str, outcome: &str, started: Instant) {
+        self.metrics
+            .job_duration
+            .with_label_values(&[kind, outcome])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn finish_completed(
+        &self,
+        lease: Lease,
+        kind: &str,
+        result: serde_json::Value,
+        started: Instant,
+    ) {
+        let written = self
+            .persist(|| self.completer.complete(lease.clone(), result.clone()))
+            .await;
+        match written {
+            Some(Ok(true)) => {
+                self.observe(kind, "completed", started);
+                self.metrics.jobs_completed.with_label_values(&[kind]).inc();
+                tracing::debug!("job completed");
+                self.jobs.remove(lease.job_id);
+            }
+            Some(Ok(false)) | Some(Err(StoreError::LeaseLost { .. })) => {
+                self.finish_lease_lost(&lease, kind, started)
+            }
+            Some(Err(err)) => self.give_up(&lease, err),
+            None => self.jobs.set_state(lease.job_id, JobState::Aborted),
+        }
+    }
+
+    async fn finish_interrupted(&self, lease: &Lease, kind: &str, started: Instant) {
+        self.observe(kind, "interrupted", started);
+        if self.checkpoint_request.is_cancelled() {
+            // The machine hands every parked job back together in `releasing`.
+            self.jobs.set_state(lease.job_id, JobState::Parked);
+            return;
+        }
+        let leases = std::slice::from_ref(lease);
+        match self.persist(|| self.store.release(leases)).await {
+            Some(Ok(applied)) if applied.first() == Some(&true) => {
+                self.metrics.released(kind, ReleaseReason::Yielded);
+                tracing::info!("job handed back at its own request");
+                self.jobs.remove(lease.job_id);
+            }
+            Some(Ok(_)) => self.finish_lease_lost(lease, kind, started),
+            Some(Err(err)) => self.give_up(lease, err),
+            None => self.jobs.set_state(lease.job_id, JobState::Aborted),
+        }
+    }
+
+    async fn finish_failed(
+        &self,
+        lease: &Lease,
+        kind: &str,
+        attempt: i32,
+        message: String,
+        started: Instant,
+    ) {
+        let backoff = retry_backoff(attempt);
+        match self
+            .persist(|| self.store.fail(lease, &message, backoff))
+            .await
+        {
+            Some(Ok(outcome)) => {
+                self.observe(kind, "failed", started);
+                self.metrics.jobs_failed.with_label_values(&[kind]).inc();
+                match outcome {
+                    FailOutcome::Retry => {
+                        tracing::warn!(error = %message, retry_in = ?backoff, "job attempt failed")
+                    }
+                    FailOutcome::Dead => {
+                        tracing::error!(error = %message, "job attempt failed; attempts exhausted, job is dead")
+                    }
+                }
+                self.jobs.remove(lease.job_id);
+            }
+            Some(Err(StoreError::LeaseLost { .. })) => self.finish_lease_lost(lease, kind, started),
+            Some(Err(err)) => self.give_up(lease, err),
+            None => self.jobs.set_state(lease.job_id, JobState::Aborted),
+        }
+    }
+
+    fn finish_lease_lost(&self, lease: &Lease, kind: &str, started: Instant) {
+        self.observe(kind, "lease_lost", started);
+        self.metrics.lease_lost.inc();
+        self.metrics.released(kind, ReleaseReason::LeaseLost);
+        tracing::warn!("lease lost: another worker holds this job now; stopped it");
+        self.jobs.remove(lease.job_id);
+    }
+
+    /// A write failed for a reason retrying cannot fix: leave the lease to expire and be rescued.
+    fn give_up(&self, lease: &Lease, err: StoreError) {
+        tracing::error!(%err, "could not record the end of this attempt; its lease will expire and be rescued");
+        self.jobs.remove(lease.job_id);
+    }
+
+    /// Runs a store write, retrying while the store is unreachable; None if a forced shutdown
+    /// interrupts the retries (the machine then releases the lease).
+    async fn persist<T, F, Fut>(&self, mut write: F) -> Option<Result<T, StoreError>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match write().await {
+                Err(err) if err.is_transient() => {
+                    self.health.failed(&err);
+                    tracing::warn!(%err, ?delay, "store write failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.forced.cancelled() => return None,
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                other => {
+                    if other.is_ok() {
+                        self.health.succeeded();
+                    }
+                    return Some(other);
+                }
+            }
+        }
+    }
+}
+
+fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic".to_string())
+}
