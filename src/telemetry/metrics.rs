@@ -47,9 +47,10 @@ impl ReleaseReason {
 pub const JOB_OUTCOMES: &[&str] = &["completed", "failed", "interrupted", "lease_lost", "forced"];
 
 /// Phase and shutdown durations: 1 ms to 60 s (and beyond, for slow forced shutdowns).
+/// 25 s sits under the default 30 s grace so "slower than budget" alerts read true values.
 const PHASE_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0,
-    60.0, 120.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 25.0,
+    30.0, 45.0, 60.0, 120.0,
 ];
 /// Job attempts: 1 ms to 1 hour.
 const JOB_BUCKETS: &[f64] = &[

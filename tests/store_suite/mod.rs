@@ -1,0 +1,573 @@
+//! The store rules of SPEC §2-§3 as one behavioural suite, written against the `Store` trait so
+//! every backend runs the same tests (`store_tests!` instantiates it for a backend).
+
+#![allow(dead_code)]
+
+use handover::lifecycle::{Mode, Outcome, Phase, Trigger};
+use handover::store::{
+    DrainRequest, FailOutcome, JobFilter, JobStatus, Lease, NewJob, PhaseSpan, SharedStore,
+    ShutdownRecord, StoreError, WorkerRegistration,
+};
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// Generates one `#[tokio::test]` per rule for a backend; `$fixture` is an async expression
+/// returning a value with a `store()` method (kept alive for the test's duration).
+#[macro_export]
+macro_rules! store_tests {
+    ($fixture:expr) => {
+        $crate::store_tests!(@each $fixture;
+            claim_sets_owner_epoch_and_lease_atomically,
+            claims_take_up_to_the_limit_in_priority_order,
+            lease_epochs_grow_strictly_across_claims,
+            concurrent_claims_never_share_a_job,
+            stale_lease_writes_change_nothing_and_say_so,
+            a_job_is_completed_at_most_once,
+            release_keeps_the_checkpoint_and_does_not_count_an_attempt,
+            failures_retry_with_backoff,
+            exhausted_attempts_make_a_job_dead,
+            rescue_returns_expired_leases_keeping_the_checkpoint,
+            rescue_needs_no_heartbeat_from_the_owner,
+            rescue_leaves_live_leases_alone,
+            heartbeat_renews_every_lease_of_the_worker,
+            heartbeat_reports_leases_the_worker_lost,
+            heartbeat_tells_a_worker_it_was_declared_dead,
+            drain_requests_are_delivered_once,
+            drain_requests_for_unknown_or_stopped_workers_are_refused,
+            shutdown_records_round_trip,
+            listing_filters_by_status,
+            claims_only_the_kinds_asked_for
+        );
+    };
+    (@each $fixture:expr; $($name:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let fixture = $fixture.await;
+                store_suite::$name(fixture.store()).await;
+            }
+        )+
+    };
+}
+
+const LONG: Duration = Duration::from_secs(60);
+const WAIT_LIMIT: Duration = Duration::from_secs(10);
+
+fn demo_job() -> NewJob {
+    NewJob::new("demo", json!({"seed": "s", "iterations": 10}))
+}
+
+fn kinds() -> Vec<String> {
+    vec!["demo".to_string(), "noop".to_string()]
+}
+
+fn registration(id: &str, lease_ttl: Duration) -> WorkerRegistration {
+    WorkerRegistration {
+        id: id.to_string(),
+        name: format!("name-{id}"),
+        version: "test".into(),
+        listen_addr: None,
+        concurrency: 4,
+        lease_ttl,
+    }
+}
+
+/// Polls `check` every 20 ms until it returns Some, or panics after WAIT_LIMIT.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < WAIT_LIMIT,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn claim_one(store: &SharedStore, owner: &str, ttl: Duration) -> handover::store::ClaimedJob {
+    let mut claimed = store.claim(owner, &kinds(), 1, ttl).await.unwrap();
+    assert_eq!(claimed.len(), 1, "expected one job to claim");
+    claimed.remove(0)
+}
+
+pub async fn claim_sets_owner_epoch_and_lease_atomically(store: SharedStore) {
+    let ids = store.submit(&[demo_job(), demo_job()]).await.unwrap();
+    let before = chrono::Utc::now();
+    let claimed = claim_one(&store, "w1", LONG).await;
+    assert_eq!(claimed.lease.job_id, ids[0]);
+    assert_eq!(claimed.lease.owner, "w1");
+    assert_eq!(claimed.lease.epoch, 1);
+    assert_eq!(claimed.attempt, 1);
+    let job = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(job.owner.as_deref(), Some("w1"));
+    assert_eq!(job.lease_epoch, 1);
+    let expires = job
+        .lease_expires_at
+        .expect("a running job has a lease expiry");
+    assert!(
+        expires > before + chrono::Duration::seconds(50),
+        "{expires} vs {before}"
+    );
+    let other = store.get_job(ids[1]).await.unwrap().unwrap();
+    assert_eq!(other.status, JobStatus::Pending);
+    assert_eq!(other.owner, None);
+}
+
+pub async fn claims_take_up_to_the_limit_in_priority_order(store: SharedStore) {
+    let mut urgent = demo_job();
+    urgent.priority = 5;
+    let ids = store
+        .submit(&[demo_job(), demo_job(), urgent, demo_job()])
+        .await
+        .unwrap();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids in submission order"
+    );
+    let first = store.claim("w1", &kinds(), 2, LONG).await.unwrap();
+    let first_ids: Vec<_> = first.iter().map(|j| j.lease.job_id).collect();
+    assert_eq!(first.len(), 2);
+    assert!(
+        first_ids.contains(&ids[2]),
+        "the high-priority job is claimed first"
+    );
+    let rest = store.claim("w1", &kinds(), 10, LONG).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    assert!(store
+        .claim("w1", &kinds(), 10, LONG)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn lease_epochs_grow_strictly_across_claims(store: SharedStore) {
+    let ids = store.submit(&[demo_job()]).await.unwrap();
+    let mut last = 0;
+    for owner in ["w1", "w2", "w3"] {
+        let claimed = claim_one(&store, owner, LONG).await;
+        assert!(
+            claimed.lease.epoch > last,
+            "epoch {} after {last}",
+            claimed.lease.epoch
+        );
+        last = claimed.lease.epoch;
+        assert_eq!(store.release(&[claimed.lease]).await.unwrap(), vec![true]);
+    }
+    let job = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(job.lease_epoch, last);
+}
+
+pub async fn concurrent_claims_never_share_a_job(store: SharedStore) {
+    let jobs: Vec<NewJob> = (0..300).map(|_| demo_job()).collect();
+    store.submit(&jobs).await.unwrap();
+    let mut tasks = Vec::new();
+    for worker in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("w{worker}");
+            let mut mine = Vec::new();
+            loop {
+                let claimed = store.claim(&owner, &kinds(), 7, LONG).await.unwrap();
+                if claimed.is_empty() {
+                    return mine;
+                }
+                mine.extend(claimed.into_iter().map(|j| j.lease.job_id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for task in tasks {
+        for id in task.await.unwrap() {
+            total += 1;
+            assert!(seen.insert(id), "job {id} was claimed twice");
+        }
+    }
+    assert_eq!(total, 300);
+}
+
+pub async fn stale_lease_writes_change_nothing_and_say_so(store: SharedStore) {
+    store.submit(&[demo_job()]).await.unwrap();
+    let stale = claim_one(&store, "w1", LONG).await.lease;
+    store.checkpoint(&stale, &json!({"i": 1})).await.unwrap();
+    store.release(&[stale.clone()]).await.unwrap();
+    let current = claim_one(&store, "w2", LONG).await.lease;
+    store.checkpoint(&current, &json!({"i": 2})).await.unwrap();
+
+    let lost = |r: Result<(), StoreError>| matches!(r, Err(StoreError::LeaseLost { .. }));
+    assert!(lost(store.checkpoint(&stale, &json!({"i": 1})).await));
+    assert!(matches!(
+        store.fail(&stale, "stale", Duration::ZERO).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert_eq!(store.release(&[stale.clone()]).await.unwrap(), vec![false]);
+    assert_eq!(
+        store
+            .complete(&[(stale.clone(), json!("stale"))])
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    // Same owner, wrong epoch, is just as stale.
+    let wrong_epoch = Lease {
+        epoch: current.epoch - 1,
+        ..current.clone()
+    };
+    assert!(lost(store.checkpoint(&wrong_epoch, &json!({"i": 0})).await));
+
+    let job = store.get_job(current.job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(job.owner.as_deref(), Some("w2"));
+    assert_eq!(
+        job.checkpoint,
+        Some(json!({"i": 2})),
+        "the checkpoint did not go back"
+    );
+    assert_eq!(job.result, None);
+}
+
+pub async fn a_job_is_completed_at_most_once(store: SharedStore) {
+    let ids = store.submit(&[demo_job(), demo_job()]).await.unwrap();
+    let leases: Vec<Lease> = store
+        .claim("w1", &kinds(), 2, LONG)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.lease)
+        .collect();
+    let items: Vec<_> = leases
+        .iter()
+        .map(|l| (l.clone(), json!({"digest": l.job_id})))
+        .collect();
+    assert_eq!(store.complete(&items).await.unwrap(), vec![true, true]);
+    assert_eq!(store.complete(&items).await.unwrap(), vec![false, false]);
+    assert_eq!(store.release(&leases).await.unwrap(), vec![false, false]);
+    let counts = store.completion_counts().await.unwrap();
+    assert_eq!(counts, vec![(ids[0], 1), (ids[1], 1)]);
+    let job = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Completed);
+    assert_eq!(job.result, Some(json!({"digest": ids[0]})));
+    assert_eq!(job.lease_expires_at, None);
+}
+
+pub async fn release_keeps_the_checkpoint_and_does_not_count_an_attempt(store: SharedStore) {
+    let ids = store.submit(&[demo_job()]).await.unwrap();
+    let claimed = claim_one(&store, "w1", LONG).await;
+    store
+        .checkpoint(&claimed.lease, &json!({"i": 5}))
+        .await
+        .unwrap();
+    assert_eq!(store.release(&[claimed.lease]).await.unwrap(), vec![true]);
+    let job = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Pending);
+    assert_eq!(job.owner, None);
+    assert_eq!(job.lease_expires_at, None);
+    assert_eq!(job.checkpoint, Some(json!({"i": 5})));
+    assert_eq!(job.attempts, 0, "a hand-back is not a failed attempt");
+    let again = claim_one(&store, "w2", LONG).await;
+    assert_eq!(again.attempt, 1);
+    assert_eq!(again.checkpoint, Some(json!({"i": 5})));
+}
+
+pub async fn failures_retry_with_backoff(store: SharedStore) {
+    let ids = store.submit(&[demo_job()]).await.unwrap();
+    let claimed = claim_one(&store, "w1", LONG).await;
+    let outcome = store
+        .fail(&claimed.lease, "boom", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(outcome, FailOutcome::Retry);
+    let job = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.error.as_deref(), Some("boom"));
+    assert_eq!(job.owner, None);
+    assert_eq!(job.attempts, 1);
+    assert!(job.run_after > chrono::Utc::now() + chrono::Duration::minutes(50));
+    assert!(
+        store
+            .claim("w1", &kinds(), 5, LONG)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not claimable before its backoff ends"
+    );
+}
+
+pub async fn exhausted_attempts_make_a_job_dead(store: SharedStore) {
+    let mut job = demo_job();
+    job.max_attempts = 2;
+    let ids = store.submit(&[job]).await.unwrap();
+    let first = claim_one(&store, "w1", LONG).await;
+    assert_eq!(
+        store
+            .fail(&first.lease, "one", Duration::ZERO)
+            .await
+            .unwrap(),
+        FailOutcome::Retry
+    );
+    let second = claim_one(&store, "w1", LONG).await;
+    assert_eq!(second.attempt, 2);
+    assert_eq!(
+        store
+            .fail(&second.lease, "two", Duration::ZERO)
+            .await
+            .unwrap(),
+        FailOutcome::Dead
+    );
+    let job = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Dead);
+    assert_eq!(job.attempts, 2);
+    assert_eq!(job.error.as_deref(), Some("two"));
+    assert!(store
+        .claim("w1", &kinds(), 5, LONG)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn rescue_returns_expired_leases_keeping_the_checkpoint(store: SharedStore) {
+    store
+        .register_worker(&registration("w1", Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let ids = store.submit(&[demo_job()]).await.unwrap();
+    let claimed = claim_one(&store, "w1", Duration::from_millis(300)).await;
+    store
+        .checkpoint(&claimed.lease, &json!({"i": 7}))
+        .await
+        .unwrap();
+    let rescued = eventually("the lease to expire and be rescued", || {
+        let store = store.clone();
+        async move {
+            let rescued = store.rescue_expired().await.unwrap();
+            (!rescued.is_empty()).then_some(rescued)
+        }
+    })
+    .await;
+    assert_eq!(rescued, ids);
+    let job = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Pending);
+    assert_eq!(job.owner, None);
+    assert_eq!(job.checkpoint, Some(json!({"i": 7})));
+    assert!(job.error.unwrap().contains("lease expired"));
+    // The old holder is fenced out, and the next holder resumes from the checkpoint.
+    assert!(store
+        .checkpoint(&claimed.lease, &json!({"i": 8}))
+        .await
+        .is_err());
+    let next = claim_one(&store, "w2", LONG).await;
+    assert_eq!(next.checkpoint, Some(json!({"i": 7})));
+    assert!(next.lease.epoch > claimed.lease.epoch);
+}
+
+pub async fn rescue_needs_no_heartbeat_from_the_owner(store: SharedStore) {
+    // The owner never registered a worker row nor heartbeated: only the lease matters.
+    let ids = store.submit(&[demo_job()]).await.unwrap();
+    claim_one(&store, "ghost", Duration::from_millis(200)).await;
+    let rescued = eventually("a rescue of the ghost's job", || {
+        let store = store.clone();
+        async move {
+            let rescued = store.rescue_expired().await.unwrap();
+            (!rescued.is_empty()).then_some(rescued)
+        }
+    })
+    .await;
+    assert_eq!(rescued, ids);
+}
+
+pub async fn rescue_leaves_live_leases_alone(store: SharedStore) {
+    let ids = store.submit(&[demo_job()]).await.unwrap();
+    claim_one(&store, "w1", LONG).await;
+    assert!(store.rescue_expired().await.unwrap().is_empty());
+    let job = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Running);
+}
+
+pub async fn heartbeat_renews_every_lease_of_the_worker(store: SharedStore) {
+    store
+        .register_worker(&registration("w1", LONG))
+        .await
+        .unwrap();
+    store.submit(&[demo_job(), demo_job()]).await.unwrap();
+    let leases: Vec<Lease> = store
+        .claim("w1", &kinds(), 2, Duration::from_millis(500))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.lease)
+        .collect();
+    let report = store.heartbeat("w1", 2, LONG).await.unwrap();
+    assert!(report.worker_known);
+    let mut renewed = report.renewed.clone();
+    renewed.sort_by_key(|l| l.job_id);
+    assert_eq!(renewed, leases);
+    for lease in &leases {
+        let job = store.get_job(lease.job_id).await.unwrap().unwrap();
+        assert!(
+            job.lease_expires_at.unwrap() > chrono::Utc::now() + chrono::Duration::seconds(50),
+            "lease renewed for the new TTL"
+        );
+    }
+    let worker = store.list_workers().await.unwrap().remove(0);
+    assert_eq!(worker.in_flight, 2);
+}
+
+pub async fn heartbeat_reports_leases_the_worker_lost(store: SharedStore) {
+    store
+        .register_worker(&registration("w1", LONG))
+        .await
+        .unwrap();
+    store.submit(&[demo_job(), demo_job()]).await.unwrap();
+    let leases: Vec<Lease> = store
+        .claim("w1", &kinds(), 2, LONG)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.lease)
+        .collect();
+    // Someone else ends up holding the first job.
+    store.release(&leases[..1]).await.unwrap();
+    claim_one(&store, "w2", LONG).await;
+    let report = store.heartbeat("w1", 2, LONG).await.unwrap();
+    assert_eq!(report.renewed, leases[1..].to_vec());
+}
+
+pub async fn heartbeat_tells_a_worker_it_was_declared_dead(store: SharedStore) {
+    store
+        .register_worker(&registration("w1", Duration::from_millis(200)))
+        .await
+        .unwrap();
+    eventually("the worker to be declared dead", || {
+        let store = store.clone();
+        async move {
+            store.rescue_expired().await.unwrap();
+            let worker = store.list_workers().await.unwrap().remove(0);
+            worker.declared_dead_at.map(|_| ())
+        }
+    })
+    .await;
+    assert!(!store.heartbeat("w1", 0, LONG).await.unwrap().worker_known);
+    store.revive_worker("w1").await.unwrap();
+    assert!(store.heartbeat("w1", 0, LONG).await.unwrap().worker_known);
+}
+
+pub async fn drain_requests_are_delivered_once(store: SharedStore) {
+    store
+        .register_worker(&registration("w1", LONG))
+        .await
+        .unwrap();
+    let request = DrainRequest {
+        mode: Mode::Finish,
+        reason: Some("deploy 42".into()),
+        requested_by: Some("alice".into()),
+        requested_at: None,
+    };
+    let row = store.request_drain("name-w1", &request).await.unwrap();
+    assert_eq!(row.id, "w1");
+    assert_eq!(row.drain_request.as_ref().unwrap().mode, Mode::Finish);
+    let delivered = store.heartbeat("w1", 0, LONG).await.unwrap().drain_request;
+    let delivered = delivered.expect("the heartbeat delivers the request");
+    assert_eq!(delivered.reason.as_deref(), Some("deploy 42"));
+    assert_eq!(delivered.requested_by.as_deref(), Some("alice"));
+    assert!(delivered.requested_at.is_some());
+    assert!(store
+        .heartbeat("w1", 0, LONG)
+        .await
+        .unwrap()
+        .drain_request
+        .is_none());
+}
+
+pub async fn drain_requests_for_unknown_or_stopped_workers_are_refused(store: SharedStore) {
+    let request = DrainRequest {
+        mode: Mode::Handoff,
+        reason: None,
+        requested_by: None,
+        requested_at: None,
+    };
+    assert!(matches!(
+        store.request_drain("nobody", &request).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .register_worker(&registration("w1", LONG))
+        .await
+        .unwrap();
+    store.deregister_worker("w1").await.unwrap();
+    assert!(matches!(
+        store.request_drain("w1", &request).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let worker = store.list_workers().await.unwrap().remove(0);
+    assert_eq!(worker.phase, Phase::Stopped);
+    assert!(worker.stopped_at.is_some());
+}
+
+pub async fn shutdown_records_round_trip(store: SharedStore) {
+    let record = ShutdownRecord {
+        worker_id: "w1".into(),
+        worker_name: "one".into(),
+        trigger: Trigger::Remote,
+        mode: Mode::Handoff,
+        outcome: Outcome::Forced,
+        requested_by: Some("bob".into()),
+        reason: Some("node drain".into()),
+        started_at: chrono::DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
+        duration_ms: 1234.5,
+        phases: vec![PhaseSpan {
+            phase: Phase::Draining,
+            entered_at: chrono::DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
+            duration_ms: Some(0.25),
+        }],
+        jobs_released: 3,
+        forced_jobs: vec![7, 9],
+    };
+    store.record_shutdown(&record).await.unwrap();
+    assert_eq!(store.list_shutdowns(10).await.unwrap(), vec![record]);
+}
+
+pub async fn listing_filters_by_status(store: SharedStore) {
+    store
+        .submit(&[demo_job(), demo_job(), demo_job()])
+        .await
+        .unwrap();
+    claim_one(&store, "w1", LONG).await;
+    let running = store
+        .list_jobs(&JobFilter {
+            status: Some(JobStatus::Running),
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    let limited = store
+        .list_jobs(&JobFilter {
+            status: None,
+            limit: Some(2),
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 2);
+    let counts = store.count_jobs().await.unwrap();
+    assert!(counts.contains(&(JobStatus::Pending, 2)));
+    assert!(counts.contains(&(JobStatus::Running, 1)));
+}
+
+pub async fn claims_only_the_kinds_asked_for(store: SharedStore) {
+    store
+        .submit(&[NewJob::new("other", json!({})), demo_job()])
+        .await
+        .unwrap();
+    let claimed = store.claim("w1", &kinds(), 10, LONG).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].kind, "demo");
+}
