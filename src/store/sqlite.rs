@@ -2,6 +2,8 @@
 //!
 //! Several processes may share one file: every write is one statement (or a transaction whose first
 //! statement writes), so SQLite takes its write lock up front and `busy_timeout` orders the writers.
+//! Hot statements pin their plans (`INDEXED BY`, a unary `+` to keep an index out): a claim walks the
+//! runnable index in order and stops at its limit; a batch drives primary-key lookups.
 
 use super::{
     ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport, Job, JobFilter, JobId, JobStatus,
@@ -257,7 +259,7 @@ impl Store for SqliteStore {
             now_ms!(),
             " + ?2, attempts = attempts + 1, updated_at = ",
             now_ms!(),
-            " WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'failed') AND run_after <= ",
+            " WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_runnable WHERE status IN ('pending', 'failed') AND run_after <= ",
             now_ms!(),
             " AND kind IN (SELECT value FROM json_each(?3)) ORDER BY priority DESC, run_after, id LIMIT ?4) ",
             "RETURNING id, kind, payload, attempts, max_attempts, lease_epoch, checkpoint"
@@ -320,7 +322,7 @@ impl Store for SqliteStore {
             now_ms!(),
             " FROM (SELECT value FROM json_each(?1)) AS b ",
             "WHERE jobs.id = b.value ->> '$.job_id' AND jobs.owner = b.value ->> '$.owner' ",
-            "AND jobs.lease_epoch = b.value ->> '$.epoch' AND jobs.status = 'running' RETURNING jobs.id"
+            "AND jobs.lease_epoch = b.value ->> '$.epoch' AND +jobs.status = 'running' RETURNING jobs.id"
         );
         let batch: Vec<Value> = items
             .iter()
@@ -385,7 +387,7 @@ impl Store for SqliteStore {
             now_ms!(),
             " FROM (SELECT value FROM json_each(?1)) AS b ",
             "WHERE jobs.id = b.value ->> '$.job_id' AND jobs.owner = b.value ->> '$.owner' ",
-            "AND jobs.lease_epoch = b.value ->> '$.epoch' AND jobs.status = 'running' RETURNING jobs.id"
+            "AND jobs.lease_epoch = b.value ->> '$.epoch' AND +jobs.status = 'running' RETURNING jobs.id"
         );
         let applied: Vec<JobId> = sqlx::query_scalar(RELEASE)
             .bind(to_json_text(&leases)?)
@@ -399,7 +401,7 @@ impl Store for SqliteStore {
 
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
         const RESCUE: &str = concat!(
-            "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, ",
+            "UPDATE jobs INDEXED BY jobs_running_lease SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, ",
             "error = 'lease expired while held by worker ' || owner || ' at epoch ' || lease_epoch, ",
             "owner = CASE WHEN attempts >= max_attempts THEN owner ELSE NULL END, ",
             "lease_expires_at = NULL, run_after = ",
@@ -507,7 +509,7 @@ impl Store for SqliteStore {
             "RETURNING drain_mode, drain_reason, drain_requested_by, drain_requested_at"
         );
         const RENEW_LEASES: &str = concat!(
-            "UPDATE jobs SET lease_expires_at = ",
+            "UPDATE jobs INDEXED BY jobs_running_owner SET lease_expires_at = ",
             now_ms!(),
             " + ?2 WHERE owner = ?1 AND status = 'running' RETURNING id, lease_epoch"
         );

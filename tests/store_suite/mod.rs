@@ -199,7 +199,7 @@ pub async fn stale_lease_writes_change_nothing_and_say_so(store: SharedStore) {
     store.submit(&[demo_job()]).await.unwrap();
     let stale = claim_one(&store, "w1", LONG).await.lease;
     store.checkpoint(&stale, &json!({"i": 1})).await.unwrap();
-    store.release(&[stale.clone()]).await.unwrap();
+    store.release(std::slice::from_ref(&stale)).await.unwrap();
     let current = claim_one(&store, "w2", LONG).await.lease;
     store.checkpoint(&current, &json!({"i": 2})).await.unwrap();
 
@@ -209,7 +209,10 @@ pub async fn stale_lease_writes_change_nothing_and_say_so(store: SharedStore) {
         store.fail(&stale, "stale", Duration::ZERO).await,
         Err(StoreError::LeaseLost { .. })
     ));
-    assert_eq!(store.release(&[stale.clone()]).await.unwrap(), vec![false]);
+    assert_eq!(
+        store.release(std::slice::from_ref(&stale)).await.unwrap(),
+        vec![false]
+    );
     assert_eq!(
         store
             .complete(&[(stale.clone(), json!("stale"))])

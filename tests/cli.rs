@@ -1,0 +1,320 @@
+//! The command line with good and bad input: one clear line and a non-zero exit for every mistake,
+//! never a panic, and nothing written when input is rejected.
+
+mod common;
+
+use common::*;
+use handover::store::JobStatus;
+
+/// Asserts a failed run: the exit code, one stderr line containing `needle`, no panic.
+fn assert_refused(args: &[&str], code: i32, needle: &str) {
+    let (got, stdout, stderr) = run_cli(args);
+    assert_eq!(got, code, "{args:?}: stdout {stdout:?} stderr {stderr:?}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?}: one line of error, got {stderr:?}"
+    );
+    assert!(lines[0].starts_with("error: "), "{args:?}: {stderr:?}");
+    assert!(
+        lines[0].contains(needle),
+        "{args:?}: expected {needle:?} in {stderr:?}"
+    );
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
+}
+
+#[test]
+fn bad_flags_and_values_exit_2_with_one_line() {
+    assert_refused(&["frobnicate"], 2, "unrecognized subcommand");
+    assert_refused(&["worker", "--no-such-flag"], 2, "--no-such-flag");
+    assert_refused(&["worker", "--grace", "soon"], 2, "such as 500ms");
+    assert_refused(&["worker", "--grace", "5"], 2, "such as 500ms");
+    assert_refused(&["worker", "--concurrency", "0"], 2, "--concurrency");
+    assert_refused(
+        &["worker", "--store", "mysql://db/x"],
+        2,
+        "unsupported store scheme",
+    );
+    assert_refused(&["worker", "--store", "handover.db"], 2, "not a store URL");
+    assert_refused(&["jobs", "--status", "sleeping"], 2, "unknown jobstatus");
+    assert_refused(&["drain", "w1", "--mode", "gently"], 2, "handoff, finish");
+    assert_refused(&["submit"], 2, "--kind");
+}
+
+#[test]
+fn environment_variables_are_read_and_checked_like_flags() {
+    let (code, _, stderr) = {
+        let output = handover_command()
+            .args(["worker"])
+            .env("HANDOVER_GRACE", "later")
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap(),
+            String::new(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, 2);
+    assert!(stderr.contains("such as 500ms"), "{stderr}");
+}
+
+#[test]
+fn an_unwritable_store_path_is_one_clear_line() {
+    assert_refused(
+        &[
+            "worker",
+            "--store",
+            "sqlite:///proc/no-such-dir/h.db",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        1,
+        "cannot open SQLite store /proc/no-such-dir/h.db",
+    );
+    assert_refused(
+        &["jobs", "--store", "sqlite:///proc/no-such-dir/h.db"],
+        1,
+        "cannot open SQLite store",
+    );
+}
+
+#[tokio::test]
+async fn unsafe_worker_timings_are_refused() {
+    let store = TestStore::new().await;
+    assert_refused(
+        &[
+            "worker",
+            "--store",
+            &store.url,
+            "--heartbeat-interval",
+            "10s",
+            "--lease-ttl",
+            "5s",
+        ],
+        1,
+        "must be at most half of --lease-ttl",
+    );
+    assert_refused(
+        &["worker", "--store", &store.url, "--admin-token", "short"],
+        1,
+        "at least 16 characters",
+    );
+    assert_refused(
+        &[
+            "worker",
+            "--store",
+            &store.url,
+            "--listen",
+            "not-an-address",
+        ],
+        1,
+        "cannot listen on not-an-address",
+    );
+}
+
+#[tokio::test]
+async fn submit_validates_every_payload_before_writing_anything() {
+    let store = TestStore::new().await;
+    let url = store.url.as_str();
+    assert_refused(
+        &[
+            "submit",
+            "--store",
+            url,
+            "--kind",
+            "demo",
+            "--payload",
+            "{seed",
+        ],
+        1,
+        "--payload is not valid JSON",
+    );
+    assert_refused(
+        &[
+            "submit",
+            "--store",
+            url,
+            "--kind",
+            "demo",
+            "--payload",
+            r#"{"seed": 1, "iterations": 5}"#,
+        ],
+        1,
+        "invalid demo payload",
+    );
+    assert_refused(
+        &["submit", "--store", url, "--kind", "demo"],
+        1,
+        "missing field `seed`",
+    );
+    assert_refused(
+        &["submit", "--store", url, "--kind", "bad kind!"],
+        1,
+        "invalid job kind",
+    );
+    assert_refused(
+        &["submit", "--store", url, "--kind", "noop", "--", "ls"],
+        1,
+        "only for --kind exec",
+    );
+
+    let file = store.dir.path().join("jobs.jsonl");
+    std::fs::write(
+        &file,
+        "{\"seed\":\"a\",\"iterations\":5}\n\n{\"seed\":\"b\",\"iterations\":\"many\"}\n",
+    )
+    .unwrap();
+    assert_refused(
+        &[
+            "submit",
+            "--store",
+            url,
+            "--kind",
+            "demo",
+            "--from-file",
+            file.to_str().unwrap(),
+        ],
+        1,
+        "job 2 of 2: invalid demo payload",
+    );
+    std::fs::write(&file, "{\"seed\":\"a\",\"iterations\":5}\nnot json\n").unwrap();
+    assert_refused(
+        &[
+            "submit",
+            "--store",
+            url,
+            "--kind",
+            "demo",
+            "--from-file",
+            file.to_str().unwrap(),
+        ],
+        1,
+        "line 2 of",
+    );
+    assert_refused(
+        &[
+            "submit",
+            "--store",
+            url,
+            "--kind",
+            "demo",
+            "--from-file",
+            "/no/such/file",
+        ],
+        1,
+        "cannot read /no/such/file",
+    );
+    assert!(
+        store.store.count_jobs().await.unwrap().is_empty(),
+        "a rejected submission writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn submit_count_and_from_file_print_one_id_per_job() {
+    let store = TestStore::new().await;
+    let (code, stdout, stderr) = run_cli(&[
+        "submit", "--store", &store.url, "--kind", "noop", "--count", "25000",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let ids: Vec<i64> = stdout.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 25_000);
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+
+    let file = store.dir.path().join("jobs.jsonl");
+    std::fs::write(
+        &file,
+        "{\"seed\":\"a\",\"iterations\":5}\n{\"seed\":\"b\",\"iterations\":6,\"checkpoint_every\":2}\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = run_cli(&[
+        "submit",
+        "--store",
+        &store.url,
+        "--kind",
+        "demo",
+        "--from-file",
+        file.to_str().unwrap(),
+        "--max-attempts",
+        "3",
+    ]);
+    assert_eq!(code, 0);
+    let ids: Vec<i64> = stdout.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    let job = store.job(ids[1]).await;
+    assert_eq!(job.payload["checkpoint_every"], 2);
+    assert_eq!(job.max_attempts, 3);
+    assert_eq!(job.status, JobStatus::Pending);
+}
+
+#[tokio::test]
+async fn jobs_and_workers_list_as_tables_and_json() {
+    let store = TestStore::new().await;
+    store.submit("noop", serde_json::json!({})).await;
+    let (code, stdout, _) = run_cli(&["jobs", "--store", &store.url]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("ID"), "{stdout}");
+    assert!(stdout.contains("noop") && stdout.contains("pending"));
+
+    let (code, stdout, _) = run_cli(&[
+        "jobs", "--store", &store.url, "--json", "--status", "pending",
+    ]);
+    assert_eq!(code, 0);
+    let jobs: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let fields: Vec<&str> = jobs[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    for field in [
+        "id",
+        "kind",
+        "payload",
+        "status",
+        "priority",
+        "attempts",
+        "max_attempts",
+        "run_after",
+        "owner",
+        "lease_epoch",
+        "lease_expires_at",
+        "checkpoint",
+        "result",
+        "error",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(fields.contains(&field), "--json has the SPEC field {field}");
+    }
+    let (code, stdout, _) = run_cli(&["jobs", "--store", &store.url, "--json", "--status", "dead"]);
+    assert_eq!((code, stdout.trim()), (0, "[]"));
+
+    let worker = WorkerProcess::start(&store, &[]).await;
+    let (code, stdout, _) = run_cli(&["workers", "--store", &store.url, "--json"]);
+    assert_eq!(code, 0);
+    let workers: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(workers[0]["name"], worker.name.as_str());
+    assert_eq!(workers[0]["phase"], "running");
+    let (code, stdout, _) = run_cli(&["workers", "--store", &store.url]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains(&worker.name) && stdout.contains("running"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn migrate_and_drain_report_problems_clearly() {
+    let store = TestStore::new().await;
+    let (code, stdout, _) = run_cli(&["migrate", "--store", &store.url]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("migrated"));
+    assert_refused(
+        &["drain", "--store", &store.url, "nobody"],
+        1,
+        "no worker with id or name \"nobody\"",
+    );
+}
