@@ -58,7 +58,7 @@ impl Bench {
             "20ms",
         ];
         args.extend_from_slice(extra);
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args(&args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -78,7 +78,11 @@ impl Bench {
                     addr: row.listen_addr.clone().unwrap(),
                 };
             }
-            assert!(Instant::now() < deadline, "worker {name} did not start");
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("worker {name} did not start");
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
