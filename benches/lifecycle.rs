@@ -24,9 +24,19 @@ struct Bench {
     next: usize,
 }
 
+/// A worker process; dropping it without `wait` kills and reaps it.
 struct Worker {
-    child: Child,
+    child: Option<Child>,
     addr: String,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Bench {
@@ -58,7 +68,7 @@ impl Bench {
             "20ms",
         ];
         args.extend_from_slice(extra);
-        let mut child = Command::new(BIN)
+        let child = Command::new(BIN)
             .args(&args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -66,6 +76,10 @@ impl Bench {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let mut worker = Worker {
+            child: Some(child),
+            addr: String::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let workers = store.list_workers().await.unwrap_or_default();
@@ -73,28 +87,26 @@ impl Bench {
                 .iter()
                 .find(|w| w.name == name && w.phase == handover::lifecycle::Phase::Running)
             {
-                return Worker {
-                    child,
-                    addr: row.listen_addr.clone().unwrap(),
-                };
+                worker.addr = row.listen_addr.clone().unwrap_or_default();
+                return worker;
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("worker {name} did not start");
-            }
+            assert!(Instant::now() < deadline, "worker {name} did not start");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
 
 impl Worker {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        kill(Pid::from_raw(self.pid() as i32), signal).unwrap();
     }
 
     fn wait(mut self) -> std::process::ExitStatus {
-        self.child.wait().unwrap()
+        self.child.take().expect("running").wait().unwrap()
     }
 }
 
@@ -238,7 +250,7 @@ async fn idle_rss(bench: &mut Bench) -> Row {
     let store = bench.open(&url).await;
     let worker = bench.worker(&store, &url, &[]).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // idle: a few heartbeats and polls
-    let status = std::fs::read_to_string(format!("/proc/{}/status", worker.child.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", worker.pid())).unwrap();
     let rss_kb: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
