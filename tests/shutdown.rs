@@ -412,3 +412,54 @@ async fn a_remote_drain_from_the_cli_is_recorded_with_who_and_why() {
     assert_eq!(code, 1);
     assert!(stderr.contains("not running"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_that_lost_its_lease_stops_the_job_and_does_not_come_back() {
+    let store = TestStore::new().await;
+    let spec = DemoSpec::timed("frozen", 0.3, 12);
+    let job_id = store.submit("demo", spec.payload()).await;
+    let mut frozen = WorkerProcess::start(&store, &[("--concurrency", "1")]).await;
+    store
+        .wait_for_checkpoint(job_id, spec.checkpoint_every, Duration::from_secs(20))
+        .await;
+    // A long pause (GC, VM freeze): no heartbeats, so the lease expires.
+    frozen.signal(Signal::SIGSTOP);
+    let rescuer = WorkerProcess::start(&store, &[("--concurrency", "1")]).await;
+    wait_for(
+        "the rescuer to take the job",
+        Duration::from_secs(20),
+        || async {
+            let job = store.job(job_id).await;
+            (job.owner.as_deref() == Some(rescuer.id.as_str())).then_some(())
+        },
+    )
+    .await;
+    assert!(store
+        .worker_row(&frozen.id)
+        .await
+        .declared_dead_at
+        .is_some());
+
+    // The frozen worker wakes up to a SIGTERM: its next write is refused, it stops the job at once,
+    // and being declared dead during its shutdown it does not register again.
+    frozen.signal(Signal::SIGTERM);
+    frozen.signal(Signal::SIGCONT);
+    let status = frozen.wait_exit(Duration::from_secs(20)).await;
+    let log = frozen.log();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    assert!(log.contains("lease lost"), "log:\n{log}");
+    assert!(!log.contains("registering again"), "log:\n{log}");
+    let record = shutdown_record(&store, &frozen.id).await;
+    assert_eq!(record.jobs_released, 0, "it had nothing left to hand back");
+    assert_eq!(store.worker_row(&frozen.id).await.phase, Phase::Stopped);
+
+    let done = store
+        .wait_for_status(job_id, JobStatus::Completed, Duration::from_secs(30))
+        .await;
+    assert_eq!(done.result.unwrap()["digest"], spec.expected_digest());
+    assert_eq!(done.owner.as_deref(), Some(rescuer.id.as_str()));
+    assert_eq!(
+        store.store.completion_counts().await.unwrap(),
+        vec![(job_id, 1)]
+    );
+}
