@@ -2,7 +2,7 @@
 
 use crate::lifecycle::Mode;
 use crate::store::{JobStatus, StoreUrl};
-use crate::telemetry::logging::LogFormat;
+use crate::telemetry::tracing::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;

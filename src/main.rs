@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    handover::telemetry::logging::init(cli.log_format);
+    let traces = handover::telemetry::tracing::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -32,9 +32,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    let result = runtime.block_on(handover::commands::run(cli));
+    let result = runtime.block_on(handover::commands::run(cli, traces.clone()));
     // Blocking hash loops are abandoned on the forced path; do not wait for them to notice.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    // Spans were flushed in `deregistering`; this only bounds the exporter's own shutdown.
+    traces.shutdown(std::time::Duration::from_millis(500));
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -413,18 +413,15 @@ async fn a_remote_drain_from_the_cli_is_recorded_with_who_and_why() {
     assert!(stderr.contains("not running"), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_worker_that_lost_its_lease_stops_the_job_and_does_not_come_back() {
-    let store = TestStore::new().await;
-    let spec = DemoSpec::timed("frozen", 0.3, 12);
-    let job_id = store.submit("demo", spec.payload()).await;
-    let mut frozen = WorkerProcess::start(&store, &[("--concurrency", "1")]).await;
-    store
-        .wait_for_checkpoint(job_id, spec.checkpoint_every, Duration::from_secs(20))
-        .await;
-    // A long pause (GC, VM freeze): no heartbeats, so the lease expires.
-    frozen.signal(Signal::SIGSTOP);
-    let rescuer = WorkerProcess::start(&store, &[("--concurrency", "1")]).await;
+/// Freezes `worker` (SIGSTOP: a long GC pause or VM freeze) until another worker has rescued and
+/// claimed `job_id`; returns that rescuer, which then completes the job.
+async fn freeze_until_rescued(
+    store: &TestStore,
+    worker: &WorkerProcess,
+    job_id: i64,
+) -> WorkerProcess {
+    worker.signal(Signal::SIGSTOP);
+    let rescuer = WorkerProcess::start(store, &[("--concurrency", "1")]).await;
     wait_for(
         "the rescuer to take the job",
         Duration::from_secs(20),
@@ -435,31 +432,110 @@ async fn a_frozen_worker_that_lost_its_lease_stops_the_job_and_does_not_come_bac
     )
     .await;
     assert!(store
-        .worker_row(&frozen.id)
+        .worker_row(&worker.id)
         .await
         .declared_dead_at
         .is_some());
+    rescuer
+}
 
-    // The frozen worker wakes up to a SIGTERM: its next write is refused, it stops the job at once,
-    // and being declared dead during its shutdown it does not register again.
-    frozen.signal(Signal::SIGTERM);
-    frozen.signal(Signal::SIGCONT);
-    let status = frozen.wait_exit(Duration::from_secs(20)).await;
-    let log = frozen.log();
-    assert_eq!(status.code(), Some(0), "log:\n{log}");
-    assert!(log.contains("lease lost"), "log:\n{log}");
-    assert!(!log.contains("registering again"), "log:\n{log}");
-    let record = shutdown_record(&store, &frozen.id).await;
-    assert_eq!(record.jobs_released, 0, "it had nothing left to hand back");
-    assert_eq!(store.worker_row(&frozen.id).await.phase, Phase::Stopped);
-
+async fn assert_completed_once_by(store: &TestStore, job_id: i64, spec: &DemoSpec, owner: &str) {
     let done = store
         .wait_for_status(job_id, JobStatus::Completed, Duration::from_secs(30))
         .await;
     assert_eq!(done.result.unwrap()["digest"], spec.expected_digest());
-    assert_eq!(done.owner.as_deref(), Some(rescuer.id.as_str()));
+    assert_eq!(done.owner.as_deref(), Some(owner));
     assert_eq!(
         store.store.completion_counts().await.unwrap(),
         vec![(job_id, 1)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_that_lost_its_lease_stops_the_job_and_carries_on() {
+    let store = TestStore::new().await;
+    let spec = DemoSpec::timed("frozen", 0.3, 12);
+    let job_id = store.submit("demo", spec.payload()).await;
+    let mut frozen = WorkerProcess::start(&store, &[("--concurrency", "1")]).await;
+    store
+        .wait_for_checkpoint(job_id, spec.checkpoint_every, Duration::from_secs(20))
+        .await;
+    let rescuer = freeze_until_rescued(&store, &frozen, job_id).await;
+
+    // Thawed while running: its writes for the job are refused, it stops the job, and being alive
+    // it registers again and stays ready.
+    frozen.signal(Signal::SIGCONT);
+    wait_for(
+        "the thawed worker to re-register",
+        Duration::from_secs(10),
+        || async {
+            store
+                .worker_row(&frozen.id)
+                .await
+                .declared_dead_at
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        "the thawed worker to let the job go",
+        Duration::from_secs(10),
+        || async {
+            let metrics = reqwest::get(frozen.url("/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (metric_value(&metrics, "handover_lease_lost_total") == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        reqwest::get(frozen.url("/readyz")).await.unwrap().status(),
+        200
+    );
+    assert_completed_once_by(&store, job_id, &spec, &rescuer.id).await;
+
+    frozen.signal(Signal::SIGTERM);
+    assert_eq!(
+        frozen.wait_exit(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+    assert!(frozen.log().contains("lease lost"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_declared_dead_during_its_drain_finishes_it_without_coming_back() {
+    let store = TestStore::new().await;
+    let spec = DemoSpec::timed("dead-drain", 0.3, 12);
+    let job_id = store.submit("demo", spec.payload()).await;
+    let mut draining =
+        WorkerProcess::start(&store, &[("--concurrency", "1"), ("--drain-delay", "3s")]).await;
+    store
+        .wait_for_checkpoint(job_id, spec.checkpoint_every, Duration::from_secs(20))
+        .await;
+    draining.signal(Signal::SIGTERM);
+    let ready_url = draining.url("/readyz");
+    wait_for("the drain to start", Duration::from_secs(5), || async {
+        (reqwest::get(&ready_url).await.ok()?.status() == 503).then_some(())
+    })
+    .await;
+    let rescuer = freeze_until_rescued(&store, &draining, job_id).await;
+
+    draining.signal(Signal::SIGCONT);
+    let status = draining.wait_exit(Duration::from_secs(20)).await;
+    let log = draining.log();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    assert!(
+        log.contains("declared this worker dead during its shutdown"),
+        "log:\n{log}"
+    );
+    assert!(!log.contains("registering again"), "log:\n{log}");
+    assert!(log.contains("lease lost"), "log:\n{log}");
+    let record = shutdown_record(&store, &draining.id).await;
+    assert_eq!(record.jobs_released, 0, "it had nothing left to hand back");
+    assert_eq!(store.worker_row(&draining.id).await.phase, Phase::Stopped);
+    assert_completed_once_by(&store, job_id, &spec, &rescuer.id).await;
 }

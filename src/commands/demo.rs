@@ -7,6 +7,7 @@ use crate::jobs::demo::{chain_start, chain_steps};
 use crate::jobs::Registry;
 use crate::lifecycle::{signals::SignalListener, MachineHandle, Phase};
 use crate::store::{JobStatus, NewJob, SharedStore};
+use crate::telemetry::tracing::TraceFlusher;
 use crate::worker::{App, WorkerConfig};
 use serde_json::json;
 use std::process::ExitCode;
@@ -17,7 +18,7 @@ const QUEUE_DEPTH: i64 = 4;
 const JOB_SECONDS: f64 = 4.0;
 const CHECKPOINT_SECONDS: f64 = 0.5;
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: DemoArgs, traces: TraceFlusher) -> anyhow::Result<ExitCode> {
     let signals = SignalListener::install()?;
     let mut config = WorkerConfig::new(args.store.clone());
     config.listen = args.listen;
@@ -26,7 +27,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     config.grace = Duration::from_secs(10);
     config.heartbeat_interval = Duration::from_secs(1);
     config.lease_ttl = Duration::from_secs(5);
-    let app = App::build(config, Registry::builtin()).await?;
+    let mut app = App::build(config, Registry::builtin()).await?;
+    app.set_trace_flusher(traces);
     let store = super::open_store(&args.store).await?;
     let (iterations, checkpoint_every) = size_jobs();
 

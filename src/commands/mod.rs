@@ -7,15 +7,16 @@ mod submit;
 mod worker;
 
 use crate::cli::{Cli, Command};
+use crate::telemetry::tracing::TraceFlusher;
 use std::process::ExitCode;
 
 /// Exit code of a shutdown that took the forced path.
 pub const EXIT_FORCED: u8 = 3;
 
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub async fn run(cli: Cli, traces: TraceFlusher) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Worker(args) => worker::run(args).await,
-        Command::Demo(args) => demo::run(args).await,
+        Command::Worker(args) => worker::run(args, traces).await,
+        Command::Demo(args) => demo::run(args, traces).await,
         Command::Submit(args) => submit::run(args).await,
         Command::Jobs(args) => listing::jobs(args).await,
         Command::Workers(args) => listing::workers(args).await,

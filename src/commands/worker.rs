@@ -4,6 +4,7 @@ use super::EXIT_FORCED;
 use crate::cli::WorkerArgs;
 use crate::jobs::Registry;
 use crate::lifecycle::{signals::SignalListener, Outcome};
+use crate::telemetry::tracing::TraceFlusher;
 use crate::worker::{default_concurrency, default_worker_name, App, WorkerConfig};
 use std::process::ExitCode;
 
@@ -25,10 +26,11 @@ pub fn config_from_args(args: WorkerArgs) -> WorkerConfig {
     }
 }
 
-pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: WorkerArgs, traces: TraceFlusher) -> anyhow::Result<ExitCode> {
     // Handlers first: from here on a signal is queued for the machine, never fatal.
     let signals = SignalListener::install()?;
-    let app = App::build(config_from_args(args), Registry::builtin()).await?;
+    let mut app = App::build(config_from_args(args), Registry::builtin()).await?;
+    app.set_trace_flusher(traces);
     if app.token_generated {
         tracing::info!(
             login = %format!("http://{}/?token={}", app.addr, app.admin_token),

@@ -9,6 +9,7 @@ use super::status::{LivedPhase, Status};
 use super::{Mode, Outcome, Phase, Trigger};
 use crate::store::{JobId, Lease, SharedStore, ShutdownRecord, StoreResult};
 use crate::telemetry::metrics::ReleaseReason;
+use crate::telemetry::tracing::TraceFlusher;
 use crate::telemetry::Metrics;
 use crate::worker::claim::ClaimControl;
 use crate::worker::inflight::{HeldJob, InFlight, JobState};
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
+use tracing::Span;
 
 /// Store writes on the forced path, or after the deadline, get at most this long.
 const LATE_WRITE_BUDGET: Duration = Duration::from_secs(2);
@@ -186,6 +189,8 @@ struct ActiveDrain {
     /// Index in the timeline of this drain's `draining` entry.
     first_phase: usize,
     signals: u32,
+    /// The `shutdown` span; each phase gets a child span.
+    span: Span,
 }
 
 pub struct PhaseMachine {
@@ -201,6 +206,9 @@ pub struct PhaseMachine {
     to_release: Vec<HeldJob>,
     jobs_released: i64,
     forced_jobs: Vec<JobId>,
+    /// The span of the current shutdown phase (closed when the phase ends).
+    phase_span: Option<Span>,
+    traces: TraceFlusher,
 }
 
 impl PhaseMachine {
@@ -220,12 +228,18 @@ impl PhaseMachine {
             to_release: Vec::new(),
             jobs_released: 0,
             forced_jobs: Vec::new(),
+            phase_span: None,
+            traces: TraceFlusher::default(),
         };
         let handle = MachineHandle {
             commands: commands_tx,
             status: status_rx,
         };
         (machine, handle)
+    }
+
+    pub fn set_trace_flusher(&mut self, traces: TraceFlusher) {
+        self.traces = traces;
     }
 
     /// Runs the worker from `running` to `stopped`.
@@ -277,24 +291,48 @@ impl PhaseMachine {
         self.timeline.last().map_or(Phase::Starting, |p| p.phase)
     }
 
-    /// Ends the current phase (observing its duration) and enters `phase`.
-    fn enter(&mut self, phase: Phase) {
+    /// Ends the current phase once: records its duration, observes it (shutdown phases), logs it
+    /// inside its span, and closes that span.
+    fn finish_current_phase(&mut self) {
         let trigger = self.drain.as_ref().map(|d| d.order.trigger);
-        if let Some(previous) = self.timeline.last_mut() {
-            let lived = previous.entered.elapsed();
-            previous.duration = Some(lived);
-            if let (Some(trigger), true) = (trigger, Phase::SHUTDOWN.contains(&previous.phase)) {
-                self.parts
-                    .metrics
-                    .shutdown_phase_duration
-                    .with_label_values(&[previous.phase.as_str(), trigger.as_str()])
-                    .observe(lived.as_secs_f64());
-                tracing::info!(
-                    phase = %previous.phase,
-                    duration_ms = format_args!("{:.1}", lived.as_secs_f64() * 1000.0),
-                    "phase finished"
-                );
-            }
+        let ended_span = self.phase_span.take();
+        let Some(current) = self.timeline.last_mut() else {
+            return;
+        };
+        if current.duration.is_some() {
+            return;
+        }
+        let lived = current.entered.elapsed();
+        current.duration = Some(lived);
+        let (Some(trigger), true) = (trigger, Phase::SHUTDOWN.contains(&current.phase)) else {
+            return;
+        };
+        self.parts
+            .metrics
+            .shutdown_phase_duration
+            .with_label_values(&[current.phase.as_str(), trigger.as_str()])
+            .observe(lived.as_secs_f64());
+        let phase = current.phase;
+        ended_span.unwrap_or_else(Span::current).in_scope(|| {
+            tracing::info!(
+                phase = %phase,
+                duration_ms = format_args!("{:.1}", lived.as_secs_f64() * 1000.0),
+                "phase finished"
+            )
+        });
+    }
+
+    /// Ends the current phase and enters `phase`, publishing the new status.
+    fn enter(&mut self, phase: Phase) {
+        self.finish_current_phase();
+        if let (Some(drain), true) = (&self.drain, Phase::SHUTDOWN.contains(&phase)) {
+            self.phase_span = Some(tracing::info_span!(
+                parent: &drain.span,
+                "shutdown_phase",
+                otel.name = %format_args!("shutdown.{phase}"),
+                phase = %phase,
+                trigger = %drain.order.trigger,
+            ));
         }
         self.timeline.push(LivedPhase::new(phase));
         self.parts.metrics.set_phase(phase);
@@ -325,7 +363,20 @@ impl PhaseMachine {
 
     fn begin_drain(&mut self, order: DrainOrder, reply: Option<oneshot::Sender<DrainAnswer>>) {
         let now = Instant::now();
+        let span = tracing::info_span!(
+            parent: None,
+            "shutdown",
+            worker.id = %self.parts.worker_id,
+            worker.name = %self.parts.worker_name,
+            trigger = %order.trigger,
+            mode = %order.mode,
+            reason = order.reason.as_deref().unwrap_or(""),
+            requested_by = order.requested_by.as_deref().unwrap_or(""),
+            outcome = Empty,
+            jobs_released = Empty,
+        );
         self.drain = Some(ActiveDrain {
+            span,
             signals: u32::from(order.trigger.is_signal()),
             cancellable: order.trigger.is_cancellable(),
             started: now,
@@ -337,6 +388,7 @@ impl PhaseMachine {
         // Readiness turns false here, before anything else happens.
         self.enter(Phase::Draining);
         if let Some(drain) = &self.drain {
+            let _entered = drain.span.enter();
             tracing::info!(
                 trigger = %drain.order.trigger,
                 mode = %drain.order.mode,
@@ -352,7 +404,12 @@ impl PhaseMachine {
     }
 
     fn resume(&mut self, reply: oneshot::Sender<Result<Status, CancelRefused>>) {
-        tracing::info!("drain cancelled; back to running");
+        if let Some(drain) = &self.drain {
+            drain.span.record("outcome", "cancelled");
+            drain
+                .span
+                .in_scope(|| tracing::info!("drain cancelled; back to running"));
+        }
         self.enter(Phase::Running);
         self.drain = None;
         self.publish();
@@ -530,6 +587,7 @@ impl PhaseMachine {
             ForceReason::Deadline => format!("grace period of {:?} expired", self.settings.grace),
             ForceReason::SecondSignal => "second signal received".to_string(),
         };
+        let _entered = self.drain().span.clone().entered();
         tracing::warn!(
             cause = %cause,
             still_running = %if still_running.is_empty() { "nothing".to_string() } else { still_running.join("; ") },
@@ -603,7 +661,15 @@ impl PhaseMachine {
             Err(_) => tracing::error!("the store did not answer; the shutdown record is lost"),
         }
         let (trigger, mode, started) = (drain.order.trigger, drain.order.mode, drain.started);
-        self.enter(Phase::Stopped);
+        drain.span.record("outcome", self.outcome.as_str());
+        drain.span.record("jobs_released", self.jobs_released);
+        // Close `deregistering` and the shutdown span so the flush exports the whole shutdown,
+        // inside the deadline. (The flush's own time shows in the total, not in the phase.)
+        self.finish_current_phase();
+        if let Some(drain) = self.drain.as_mut() {
+            drain.span = Span::none();
+        }
+        self.traces.flush(self.write_budget()).await;
         let total = started.elapsed();
         let metrics = &self.parts.metrics;
         metrics
@@ -614,6 +680,8 @@ impl PhaseMachine {
             .shutdowns
             .with_label_values(&[trigger.as_str(), mode.as_str(), self.outcome.as_str()])
             .inc();
+        // Counted before `stopped` is published, so no scrape sees a stop without its shutdown.
+        self.enter(Phase::Stopped);
         tracing::info!(
             outcome = %self.outcome,
             total_ms = format_args!("{:.1}", total.as_secs_f64() * 1000.0),

@@ -2,9 +2,11 @@
 //!
 //! Backends implement it with atomic, fenced statements; nothing outside `store/` writes SQL.
 
+mod postgres;
 mod sqlite;
 mod url;
 
+pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 pub use self::url::StoreUrl;
 
@@ -15,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 pub type JobId = i64;
 
@@ -182,6 +185,17 @@ pub struct ShutdownRecord {
     pub forced_jobs: Vec<JobId>,
 }
 
+/// Something a store pushes to workers as it happens (PostgreSQL LISTEN/NOTIFY).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Jobs became claimable (submitted, handed back or rescued).
+    JobsAvailable,
+    /// A drain request was written for this worker id.
+    DrainRequested { worker_id: String },
+    /// The push connection was re-established; events may have been missed meanwhile.
+    Reconnected,
+}
+
 /// Filters for listing jobs.
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
@@ -304,15 +318,45 @@ pub trait Store: Send + Sync + 'static {
     async fn list_shutdowns(&self, limit: i64) -> StoreResult<Vec<ShutdownRecord>>;
     /// How many times each job was completed (the at-most-once audit; test and audit use).
     async fn completion_counts(&self) -> StoreResult<Vec<(JobId, i64)>>;
+
+    /// Events pushed as they happen; None where the backend has no push and workers poll (SQLite).
+    async fn subscribe(&self) -> StoreResult<Option<mpsc::UnboundedReceiver<StoreEvent>>> {
+        Ok(None)
+    }
+}
+
+/// Chooses the worker a drain request is for, among the rows whose id or name is `worker`:
+/// exactly one live worker, or a clear error.
+pub(crate) fn pick_drain_target<'a>(
+    worker: &str,
+    candidates: &'a [WorkerRow],
+) -> StoreResult<&'a WorkerRow> {
+    let live: Vec<&WorkerRow> = candidates
+        .iter()
+        .filter(|w| w.phase != Phase::Stopped && w.declared_dead_at.is_none())
+        .collect();
+    match live.as_slice() {
+        [one] => Ok(one),
+        [] if candidates.is_empty() => Err(StoreError::NotFound(format!(
+            "no worker with id or name {worker:?}"
+        ))),
+        [] => Err(StoreError::Conflict(format!(
+            "worker {worker:?} is not running (already stopped or declared dead)"
+        ))),
+        many => Err(StoreError::Conflict(format!(
+            "{} live workers are named {worker:?}; give a worker id instead",
+            many.len()
+        ))),
+    }
 }
 
 /// Opens (creating if needed) the store a URL names. Does not migrate.
 pub async fn open(url: &StoreUrl) -> StoreResult<SharedStore> {
     match url {
         StoreUrl::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path).await?)),
-        StoreUrl::Postgres { .. } => Err(StoreError::Invalid(
-            "the postgres:// store is not available in this build yet; use sqlite://PATH".into(),
-        )),
+        StoreUrl::Postgres { url: full } => {
+            Ok(Arc::new(PostgresStore::open(full, &url.to_string()).await?))
+        }
     }
 }
 

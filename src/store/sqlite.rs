@@ -587,29 +587,7 @@ impl Store for SqliteStore {
             .await?;
         let candidates: Vec<WorkerRow> =
             rows.iter().map(worker_from_row).collect::<Result<_, _>>()?;
-        let live: Vec<&WorkerRow> = candidates
-            .iter()
-            .filter(|w| w.phase != Phase::Stopped && w.declared_dead_at.is_none())
-            .collect();
-        let target = match live.as_slice() {
-            [one] => *one,
-            [] if candidates.is_empty() => {
-                return Err(StoreError::NotFound(format!(
-                    "no worker with id or name {worker:?}"
-                )))
-            }
-            [] => {
-                return Err(StoreError::Conflict(format!(
-                    "worker {worker:?} is not running (already stopped or declared dead)"
-                )))
-            }
-            many => {
-                return Err(StoreError::Conflict(format!(
-                    "{} live workers are named {worker:?}; give a worker id instead",
-                    many.len()
-                )))
-            }
-        };
+        let target = super::pick_drain_target(worker, &candidates)?;
         const REQUEST: &str = concat!(
             "UPDATE workers SET drain_mode = ?2, drain_reason = ?3, drain_requested_by = ?4, drain_requested_at = ",
             now_ms!(),

@@ -1,6 +1,6 @@
-//! What a worker tells the outside: Prometheus metrics and logs.
+//! What a worker tells the outside: Prometheus metrics, logs and OpenTelemetry traces.
 
-pub mod logging;
 pub mod metrics;
+pub mod tracing;
 
 pub use self::metrics::Metrics;

@@ -7,7 +7,7 @@ use crate::store::SharedStore;
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Mutex, Semaphore};
+use tokio::sync::{watch, Mutex, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -55,6 +55,8 @@ pub struct ClaimLoop {
     pub tracker: TaskTracker,
     pub health: Arc<StoreHealth>,
     pub metrics: Arc<Metrics>,
+    /// Notified when the store says jobs became claimable; cuts the idle poll short.
+    pub wake: Arc<Notify>,
     pub stop: CancellationToken,
 }
 
@@ -115,6 +117,7 @@ impl ClaimLoop {
             if let Some(wait) = wait {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
+                    _ = self.wake.notified() => {}
                     _ = self.stop.cancelled() => return,
                 }
             }

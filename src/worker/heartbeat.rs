@@ -8,6 +8,7 @@ use crate::store::SharedStore;
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +21,8 @@ pub struct Heartbeat {
     pub machine: MachineHandle,
     pub health: Arc<StoreHealth>,
     pub metrics: Arc<Metrics>,
+    /// Notified to beat now (a drain request for this worker was announced).
+    pub beat_now: Arc<Notify>,
     pub stop: CancellationToken,
 }
 
@@ -30,6 +33,7 @@ impl Heartbeat {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
+                _ = self.beat_now.notified() => {}
                 _ = self.stop.cancelled() => return,
             }
             self.beat().await;

@@ -30,6 +30,7 @@ struct Entry {
     checkpoint: Option<Value>,
     state: JobState,
     abandon: CancellationToken,
+    checkpoints_saved: u64,
 }
 
 /// A held job as shown by the status API and pages.
@@ -102,6 +103,7 @@ impl InFlight {
             checkpoint,
             state: JobState::Running,
             abandon: abandon.clone(),
+            checkpoints_saved: 0,
         };
         self.with_entries(|entries| entries.insert(lease.job_id, entry));
         abandon
@@ -111,6 +113,7 @@ impl InFlight {
         self.with_entries(|entries| {
             if let Some(entry) = entries.get_mut(&job_id) {
                 entry.checkpoint = Some(checkpoint);
+                entry.checkpoints_saved += 1;
             }
         });
     }
@@ -121,6 +124,11 @@ impl InFlight {
                 entry.state = state;
             }
         });
+    }
+
+    /// Checkpoints this attempt has saved so far.
+    pub fn checkpoints_saved(&self, job_id: JobId) -> u64 {
+        self.with_entries(|entries| entries.get(&job_id).map_or(0, |e| e.checkpoints_saved))
     }
 
     pub fn remove(&self, job_id: JobId) {

@@ -21,13 +21,14 @@ use crate::jobs::Registry;
 use crate::lifecycle::{
     MachineHandle, MachineSettings, Phase, PhaseMachine, ShutdownSummary, WorkerParts,
 };
-use crate::store::{self, SharedStore, StoreUrl, WorkerRegistration};
+use crate::store::{self, SharedStore, StoreEvent, StoreUrl, WorkerRegistration};
 use crate::telemetry::Metrics;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -225,6 +226,11 @@ impl App {
         })
     }
 
+    /// Lets `deregistering` flush exported spans (export is configured by the binary's caller).
+    pub fn set_trace_flusher(&mut self, traces: crate::telemetry::tracing::TraceFlusher) {
+        self.machine.set_trace_flusher(traces);
+    }
+
     /// The handle for sending triggers to this worker's machine.
     pub fn handle(&self) -> MachineHandle {
         self.handle.clone()
@@ -233,6 +239,21 @@ impl App {
     /// Runs until the machine reaches `stopped`, then serves a last scrape and stops the server.
     pub async fn run_until_stopped(self) -> ShutdownSummary {
         let tracker = TaskTracker::new();
+        let claim_wake = Arc::new(Notify::new());
+        let beat_now = Arc::new(Notify::new());
+        match self.store.subscribe().await {
+            Ok(Some(events)) => {
+                tokio::spawn(relay_store_events(
+                    events,
+                    self.worker_id.clone(),
+                    claim_wake.clone(),
+                    beat_now.clone(),
+                    self.background.clone(),
+                ));
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(%err, "no push notifications from the store; polling only"),
+        }
         tokio::spawn(report_phases(
             self.store.clone(),
             self.worker_id.clone(),
@@ -248,6 +269,7 @@ impl App {
                 machine: self.handle.clone(),
                 health: self.health.clone(),
                 metrics: self.metrics.clone(),
+                beat_now,
                 stop: self.background.clone(),
             }
             .run(),
@@ -276,6 +298,7 @@ impl App {
                 tracker: tracker.clone(),
                 health: self.health.clone(),
                 metrics: self.metrics.clone(),
+                wake: claim_wake,
                 stop: self.background.clone(),
             }
             .run(),
@@ -305,6 +328,35 @@ impl App {
         self.server_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.server).await;
         summary
+    }
+}
+
+/// Turns store pushes into wake-ups: new jobs wake the claim loop, a drain request for this worker
+/// makes the heartbeat (which takes the request) run at once.
+async fn relay_store_events(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<StoreEvent>,
+    worker_id: String,
+    claim_wake: Arc<Notify>,
+    beat_now: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = stop.cancelled() => return,
+        };
+        match event {
+            Some(StoreEvent::JobsAvailable) => claim_wake.notify_one(),
+            Some(StoreEvent::DrainRequested { worker_id: target }) if target == worker_id => {
+                beat_now.notify_one()
+            }
+            Some(StoreEvent::DrainRequested { .. }) => {}
+            Some(StoreEvent::Reconnected) => {
+                claim_wake.notify_one();
+                beat_now.notify_one();
+            }
+            None => return,
+        }
     }
 }
 

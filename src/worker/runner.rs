@@ -51,10 +51,13 @@ impl Runner {
         async move {
             let span = tracing::info_span!(
                 "job",
+                otel.name = "job.attempt",
                 job_id = job.lease.job_id,
                 kind = %job.kind,
                 attempt = job.attempt,
-                epoch = job.lease.epoch
+                epoch = job.lease.epoch,
+                outcome = tracing::field::Empty,
+                checkpoints = tracing::field::Empty,
             );
             self.run(job, abandon).instrument(span).await;
             drop(slot);
@@ -81,6 +84,7 @@ impl Runner {
             abandon.clone(),
         );
         let mut task = tokio::spawn(async move { handler.run(ctx).await }.in_current_span());
+        let job_id = lease.job_id;
         let ending = tokio::select! {
             joined = &mut task => Ending::Returned(joined.unwrap_or_else(|err| {
                 Err(JobError::Failed(if err.is_panic() {
@@ -113,13 +117,17 @@ impl Runner {
                 self.finish_lease_lost(&lease, &kind, started)
             }
             Ending::Forced => {
-                self.observe(&kind, "forced", started);
+                self.observe(job_id, &kind, "forced", started);
                 self.jobs.set_state(lease.job_id, JobState::Aborted);
             }
         }
     }
 
-    fn observe(&self, kind: &str, outcome: &str, started: Instant) {
+    /// Records how the attempt ended: the duration histogram and the job span's fields.
+    fn observe(&self, job_id: i64, kind: &str, outcome: &str, started: Instant) {
+        let span = tracing::Span::current();
+        span.record("outcome", outcome);
+        span.record("checkpoints", self.jobs.checkpoints_saved(job_id));
         self.metrics
             .job_duration
             .with_label_values(&[kind, outcome])
@@ -138,7 +146,7 @@ impl Runner {
             .await;
         match written {
             Some(Ok(true)) => {
-                self.observe(kind, "completed", started);
+                self.observe(lease.job_id, kind, "completed", started);
                 self.metrics.jobs_completed.with_label_values(&[kind]).inc();
                 tracing::debug!("job completed");
                 self.jobs.remove(lease.job_id);
@@ -152,7 +160,7 @@ impl Runner {
     }
 
     async fn finish_interrupted(&self, lease: &Lease, kind: &str, started: Instant) {
-        self.observe(kind, "interrupted", started);
+        self.observe(lease.job_id, kind, "interrupted", started);
         if self.checkpoint_request.is_cancelled() {
             // The machine hands every parked job back together in `releasing`.
             self.jobs.set_state(lease.job_id, JobState::Parked);
@@ -185,7 +193,7 @@ impl Runner {
             .await
         {
             Some(Ok(outcome)) => {
-                self.observe(kind, "failed", started);
+                self.observe(lease.job_id, kind, "failed", started);
                 self.metrics.jobs_failed.with_label_values(&[kind]).inc();
                 match outcome {
                     FailOutcome::Retry => {
@@ -204,7 +212,7 @@ impl Runner {
     }
 
     fn finish_lease_lost(&self, lease: &Lease, kind: &str, started: Instant) {
-        self.observe(kind, "lease_lost", started);
+        self.observe(lease.job_id, kind, "lease_lost", started);
         self.metrics.lease_lost.inc();
         self.metrics.released(kind, ReleaseReason::LeaseLost);
         tracing::warn!("lease lost: another worker holds this job now; stopped it");

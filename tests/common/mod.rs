@@ -198,6 +198,16 @@ pub fn handover_command() -> Command {
 impl WorkerProcess {
     /// Starts a worker and waits until its row says `running`.
     pub async fn start(store: &TestStore, overrides: &[(&str, &str)]) -> WorkerProcess {
+        Self::start_with(store, overrides, &[], &[]).await
+    }
+
+    /// Starts a worker with extra leading arguments (global flags) and environment variables.
+    pub async fn start_with(
+        store: &TestStore,
+        overrides: &[(&str, &str)],
+        global_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let name = format!(
             "w{}-{}",
             std::process::id(),
@@ -206,7 +216,9 @@ impl WorkerProcess {
         let log_path = store.dir.path().join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = handover_command()
+            .args(global_args)
             .args(worker_args(&store.url, &name, overrides))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

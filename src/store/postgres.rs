@@ -1,0 +1,611 @@
+//! The PostgreSQL fleet store: claims with `FOR UPDATE SKIP LOCKED` for up to the free slots in one
+//! round trip, every job write fenced by `(owner, lease_epoch)`, time from the database's `now()`,
+//! and LISTEN/NOTIFY to wake idle workers and deliver drain requests at once.
+
+use super::{
+    ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport, Job, JobFilter, JobId, JobStatus,
+    Lease, NewJob, PhaseSpan, ShutdownRecord, Store, StoreError, StoreEvent, StoreResult,
+    WorkerRegistration, WorkerRow,
+};
+use crate::lifecycle::Phase;
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long an operation waits for a pooled connection before the store counts as unreachable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Rows per INSERT statement when submitting.
+const SUBMIT_ROWS_PER_STATEMENT: usize = 5000;
+
+pub struct PostgresStore {
+    pool: PgPool,
+    /// NOTIFY channel, per schema so that separate deployments in one database do not wake each other.
+    channel: String,
+}
+
+impl PostgresStore {
+    /// Connects (lazily retrying is the pool's job); fails fast with a clear error when unreachable.
+    pub async fn open(url: &str, display: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("invalid PostgreSQL URL {display}: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Invalid(format!(
+                    "cannot connect to PostgreSQL store {display}: {}",
+                    one_line(&e)
+                ))
+            })?;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await?;
+        Ok(PostgresStore {
+            pool,
+            channel: format!("handover_{schema}"),
+        })
+    }
+}
+
+fn one_line(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string().replace('\n', " "),
+    }
+}
+
+fn parse_enum<T: FromStr<Err = String>>(text: &str) -> StoreResult<T> {
+    text.parse().map_err(StoreError::Invalid)
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn job_from_row(row: &PgRow) -> StoreResult<Job> {
+    Ok(Job {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        status: parse_enum(&row.try_get::<String, _>("status")?)?,
+        priority: row.try_get("priority")?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        run_after: row.try_get("run_after")?,
+        owner: row.try_get("owner")?,
+        lease_epoch: row.try_get("lease_epoch")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        checkpoint: row.try_get("checkpoint")?,
+        result: row.try_get("result")?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn drain_from_row(row: &PgRow) -> StoreResult<Option<DrainRequest>> {
+    let mode: Option<String> = row.try_get("drain_mode")?;
+    mode.map(|mode| {
+        Ok(DrainRequest {
+            mode: parse_enum(&mode)?,
+            reason: row.try_get("drain_reason")?,
+            requested_by: row.try_get("drain_requested_by")?,
+            requested_at: row.try_get("drain_requested_at")?,
+        })
+    })
+    .transpose()
+}
+
+fn worker_from_row(row: &PgRow) -> StoreResult<WorkerRow> {
+    Ok(WorkerRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        phase: parse_enum(&row.try_get::<String, _>("phase")?)?,
+        version: row.try_get("version")?,
+        listen_addr: row.try_get("listen_addr")?,
+        concurrency: row.try_get("concurrency")?,
+        started_at: row.try_get("started_at")?,
+        heartbeat_at: row.try_get("heartbeat_at")?,
+        in_flight: row.try_get("in_flight")?,
+        drain_request: drain_from_row(row)?,
+        declared_dead_at: row.try_get("declared_dead_at")?,
+        stopped_at: row.try_get("stopped_at")?,
+    })
+}
+
+fn shutdown_from_row(row: &PgRow) -> StoreResult<ShutdownRecord> {
+    let phases: Vec<PhaseSpan> = serde_json::from_value(row.try_get("phases")?)
+        .map_err(|e| StoreError::Invalid(format!("corrupt shutdown phases: {e}")))?;
+    let forced_jobs: Vec<JobId> = serde_json::from_value(row.try_get("forced_jobs")?)
+        .map_err(|e| StoreError::Invalid(format!("corrupt shutdown job list: {e}")))?;
+    Ok(ShutdownRecord {
+        worker_id: row.try_get("worker_id")?,
+        worker_name: row.try_get("worker_name")?,
+        trigger: parse_enum(&row.try_get::<String, _>("trigger")?)?,
+        mode: parse_enum(&row.try_get::<String, _>("mode")?)?,
+        outcome: parse_enum(&row.try_get::<String, _>("outcome")?)?,
+        requested_by: row.try_get("requested_by")?,
+        reason: row.try_get("reason")?,
+        started_at: row.try_get("started_at")?,
+        duration_ms: row.try_get("duration_ms")?,
+        phases,
+        jobs_released: row.try_get("jobs_released")?,
+        forced_jobs,
+    })
+}
+
+/// The lease columns of a batch, as parallel arrays for `UNNEST`.
+fn lease_arrays(leases: &[&Lease]) -> (Vec<i64>, Vec<String>, Vec<i64>) {
+    (
+        leases.iter().map(|l| l.job_id).collect(),
+        leases.iter().map(|l| l.owner.clone()).collect(),
+        leases.iter().map(|l| l.epoch).collect(),
+    )
+}
+
+fn applied_flags(asked: impl Iterator<Item = JobId>, applied: &[JobId]) -> Vec<bool> {
+    asked.map(|id| applied.contains(&id)).collect()
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        // sqlx's PostgreSQL migrator holds an advisory lock while it runs, so many workers
+        // starting together apply each migration once.
+        Ok(MIGRATOR.run(&self.pool).await?)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn submit(&self, jobs: &[NewJob]) -> StoreResult<Vec<JobId>> {
+        let mut tx = self.pool.begin().await?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(SUBMIT_ROWS_PER_STATEMENT) {
+            let kinds: Vec<&str> = chunk.iter().map(|j| j.kind.as_str()).collect();
+            let payloads: Vec<String> = chunk.iter().map(|j| j.payload.to_string()).collect();
+            let priorities: Vec<i32> = chunk.iter().map(|j| j.priority).collect();
+            let max_attempts: Vec<i32> = chunk.iter().map(|j| j.max_attempts).collect();
+            let mut chunk_ids: Vec<i64> = sqlx::query_scalar(
+                "INSERT INTO jobs (kind, payload, priority, max_attempts) \
+                 SELECT kind, payload::jsonb, priority, max_attempts \
+                 FROM UNNEST($1::text[], $2::text[], $3::int[], $4::int[]) \
+                 AS b(kind, payload, priority, max_attempts) RETURNING id",
+            )
+            .bind(&kinds)
+            .bind(&payloads)
+            .bind(&priorities)
+            .bind(&max_attempts)
+            .fetch_all(&mut *tx)
+            .await?;
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids);
+        }
+        sqlx::query("SELECT pg_notify($1, 'jobs')")
+            .bind(&self.channel)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        kinds: &[String],
+        limit: usize,
+        lease_ttl: Duration,
+    ) -> StoreResult<Vec<ClaimedJob>> {
+        if limit == 0 || kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "WITH picked AS ( \
+                SELECT id FROM jobs \
+                WHERE status IN ('pending', 'failed') AND run_after <= now() AND kind = ANY($3) \
+                ORDER BY priority DESC, run_after, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             UPDATE jobs j SET status = 'running', owner = $1, lease_epoch = j.lease_epoch + 1, \
+                lease_expires_at = now() + $2 * interval '1 millisecond', \
+                attempts = j.attempts + 1, updated_at = now() \
+             FROM picked WHERE j.id = picked.id \
+             RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.lease_epoch, j.checkpoint",
+        )
+        .bind(owner)
+        .bind(millis(lease_ttl))
+        .bind(kinds)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok(ClaimedJob {
+                    lease: Lease {
+                        job_id: row.try_get("id")?,
+                        owner: owner.to_string(),
+                        epoch: row.try_get("lease_epoch")?,
+                    },
+                    kind: row.try_get("kind")?,
+                    payload: row.try_get("payload")?,
+                    attempt: row.try_get("attempts")?,
+                    max_attempts: row.try_get("max_attempts")?,
+                    checkpoint: row.try_get("checkpoint")?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        claimed.sort_by_key(|job| job.lease.job_id);
+        Ok(claimed)
+    }
+
+    async fn checkpoint(&self, lease: &Lease, checkpoint: &Value) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE jobs SET checkpoint = $4, updated_at = now() \
+             WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status = 'running'",
+        )
+        .bind(lease.job_id)
+        .bind(&lease.owner)
+        .bind(lease.epoch)
+        .bind(checkpoint)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost {
+                job_id: lease.job_id,
+                epoch: lease.epoch,
+            })
+        }
+    }
+
+    async fn complete(&self, items: &[(Lease, Value)]) -> StoreResult<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let leases: Vec<&Lease> = items.iter().map(|(lease, _)| lease).collect();
+        let (ids, owners, epochs) = lease_arrays(&leases);
+        let results: Vec<String> = items.iter().map(|(_, result)| result.to_string()).collect();
+        let applied: Vec<JobId> = sqlx::query_scalar(
+            "UPDATE jobs j SET status = 'completed', result = b.result::jsonb, error = NULL, \
+                lease_expires_at = NULL, updated_at = now() \
+             FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[]) AS b(id, owner, epoch, result) \
+             WHERE j.id = b.id AND j.owner = b.owner AND j.lease_epoch = b.epoch AND j.status = 'running' \
+             RETURNING j.id",
+        )
+        .bind(&ids)
+        .bind(&owners)
+        .bind(&epochs)
+        .bind(&results)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(applied_flags(ids.into_iter(), &applied))
+    }
+
+    async fn fail(
+        &self,
+        lease: &Lease,
+        error: &str,
+        backoff: Duration,
+    ) -> StoreResult<FailOutcome> {
+        let status: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'failed' END, \
+                owner = CASE WHEN attempts >= max_attempts THEN owner ELSE NULL END, \
+                error = $4, lease_expires_at = NULL, \
+                run_after = now() + $5 * interval '1 millisecond', updated_at = now() \
+             WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status = 'running' RETURNING status",
+        )
+        .bind(lease.job_id)
+        .bind(&lease.owner)
+        .bind(lease.epoch)
+        .bind(error)
+        .bind(millis(backoff))
+        .fetch_optional(&self.pool)
+        .await?;
+        match status.as_deref() {
+            Some("dead") => Ok(FailOutcome::Dead),
+            Some(_) => Ok(FailOutcome::Retry),
+            None => Err(StoreError::LeaseLost {
+                job_id: lease.job_id,
+                epoch: lease.epoch,
+            }),
+        }
+    }
+
+    async fn release(&self, leases: &[Lease]) -> StoreResult<Vec<bool>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let refs: Vec<&Lease> = leases.iter().collect();
+        let (ids, owners, epochs) = lease_arrays(&refs);
+        let mut tx = self.pool.begin().await?;
+        let applied: Vec<JobId> = sqlx::query_scalar(
+            "UPDATE jobs j SET status = 'pending', owner = NULL, lease_expires_at = NULL, \
+                attempts = GREATEST(j.attempts - 1, 0), run_after = now(), updated_at = now() \
+             FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS b(id, owner, epoch) \
+             WHERE j.id = b.id AND j.owner = b.owner AND j.lease_epoch = b.epoch AND j.status = 'running' \
+             RETURNING j.id",
+        )
+        .bind(&ids)
+        .bind(&owners)
+        .bind(&epochs)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !applied.is_empty() {
+            sqlx::query("SELECT pg_notify($1, 'jobs')")
+                .bind(&self.channel)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(applied_flags(ids.into_iter(), &applied))
+    }
+
+    async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
+        let mut tx = self.pool.begin().await?;
+        let mut rescued: Vec<JobId> = sqlx::query_scalar(
+            "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, \
+                error = 'lease expired while held by worker ' || owner || ' at epoch ' || lease_epoch, \
+                owner = CASE WHEN attempts >= max_attempts THEN owner ELSE NULL END, \
+                lease_expires_at = NULL, run_after = now(), updated_at = now() \
+             WHERE status = 'running' AND lease_expires_at < now() RETURNING id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE workers SET declared_dead_at = now() \
+             WHERE declared_dead_at IS NULL AND phase <> 'stopped' \
+               AND heartbeat_at + lease_ttl_ms * interval '1 millisecond' < now()",
+        )
+        .execute(&mut *tx)
+        .await?;
+        if !rescued.is_empty() {
+            sqlx::query("SELECT pg_notify($1, 'jobs')")
+                .bind(&self.channel)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        rescued.sort_unstable();
+        Ok(rescued)
+    }
+
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE ($1::text IS NULL OR status = $1) ORDER BY id LIMIT $2",
+        )
+        .bind(filter.status.map(JobStatus::as_str))
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn count_jobs(&self) -> StoreResult<Vec<(JobStatus, i64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(status, count)| Ok((parse_enum(&status)?, count)))
+            .collect()
+    }
+
+    async fn register_worker(&self, worker: &WorkerRegistration) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO workers (id, name, version, phase, listen_addr, concurrency, lease_ttl_ms) \
+             VALUES ($1, $2, $3, 'starting', $4, $5, $6)",
+        )
+        .bind(&worker.id)
+        .bind(&worker.name)
+        .bind(&worker.version)
+        .bind(&worker.listen_addr)
+        .bind(i64::from(worker.concurrency))
+        .bind(millis(worker.lease_ttl))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn revive_worker(&self, worker_id: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE workers SET declared_dead_at = NULL, heartbeat_at = now() \
+             WHERE id = $1 AND phase <> 'stopped'",
+        )
+        .bind(worker_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_worker_phase(&self, worker_id: &str, phase: Phase) -> StoreResult<()> {
+        sqlx::query("UPDATE workers SET phase = $2 WHERE id = $1 AND phase <> 'stopped'")
+            .bind(worker_id)
+            .bind(phase.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        in_flight: i64,
+        lease_ttl: Duration,
+    ) -> StoreResult<HeartbeatReport> {
+        let mut tx = self.pool.begin().await?;
+        // Take any drain request in the same statement that touches the row.
+        let touched = sqlx::query(
+            "UPDATE workers w SET heartbeat_at = now(), in_flight = $2, \
+                drain_mode = NULL, drain_reason = NULL, drain_requested_by = NULL, drain_requested_at = NULL \
+             FROM (SELECT id, drain_mode, drain_reason, drain_requested_by, drain_requested_at \
+                   FROM workers WHERE id = $1 FOR UPDATE) AS old \
+             WHERE w.id = old.id AND w.declared_dead_at IS NULL AND w.phase <> 'stopped' \
+             RETURNING old.drain_mode, old.drain_reason, old.drain_requested_by, old.drain_requested_at",
+        )
+        .bind(worker_id)
+        .bind(in_flight)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let renewed = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = now() + $2 * interval '1 millisecond' \
+             WHERE owner = $1 AND status = 'running' RETURNING id, lease_epoch",
+        )
+        .bind(worker_id)
+        .bind(millis(lease_ttl))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(HeartbeatReport {
+            worker_known: touched.is_some(),
+            drain_request: touched.as_ref().map(drain_from_row).transpose()?.flatten(),
+            renewed: renewed
+                .iter()
+                .map(|row| {
+                    Ok(Lease {
+                        job_id: row.try_get("id")?,
+                        owner: worker_id.to_string(),
+                        epoch: row.try_get("lease_epoch")?,
+                    })
+                })
+                .collect::<StoreResult<_>>()?,
+        })
+    }
+
+    async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE workers SET phase = 'stopped', in_flight = 0, stopped_at = now(), \
+                drain_mode = NULL, drain_reason = NULL, drain_requested_by = NULL, drain_requested_at = NULL \
+             WHERE id = $1",
+        )
+        .bind(worker_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_workers(&self) -> StoreResult<Vec<WorkerRow>> {
+        let rows = sqlx::query("SELECT * FROM workers ORDER BY started_at DESC, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(worker_from_row).collect()
+    }
+
+    async fn request_drain(&self, worker: &str, request: &DrainRequest) -> StoreResult<WorkerRow> {
+        let rows = sqlx::query("SELECT * FROM workers WHERE id = $1 OR name = $1")
+            .bind(worker)
+            .fetch_all(&self.pool)
+            .await?;
+        let candidates: Vec<WorkerRow> =
+            rows.iter().map(worker_from_row).collect::<Result<_, _>>()?;
+        let target = super::pick_drain_target(worker, &candidates)?;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE workers SET drain_mode = $2, drain_reason = $3, drain_requested_by = $4, \
+                drain_requested_at = now() WHERE id = $1 AND phase <> 'stopped' RETURNING *",
+        )
+        .bind(&target.id)
+        .bind(request.mode.as_str())
+        .bind(&request.reason)
+        .bind(&request.requested_by)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::Conflict(format!("worker {worker:?} stopped meanwhile")))?;
+        sqlx::query("SELECT pg_notify($1, 'drain:' || $2)")
+            .bind(&self.channel)
+            .bind(&target.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        worker_from_row(&row)
+    }
+
+    async fn record_shutdown(&self, record: &ShutdownRecord) -> StoreResult<()> {
+        let phases =
+            serde_json::to_value(&record.phases).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO shutdowns (worker_id, worker_name, trigger, mode, outcome, requested_by, reason, \
+             started_at, duration_ms, phases, jobs_released, forced_jobs) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&record.worker_id)
+        .bind(&record.worker_name)
+        .bind(record.trigger.as_str())
+        .bind(record.mode.as_str())
+        .bind(record.outcome.as_str())
+        .bind(&record.requested_by)
+        .bind(&record.reason)
+        .bind(record.started_at)
+        .bind(record.duration_ms)
+        .bind(phases)
+        .bind(record.jobs_released)
+        .bind(serde_json::json!(record.forced_jobs))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_shutdowns(&self, limit: i64) -> StoreResult<Vec<ShutdownRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM shutdowns ORDER BY started_at DESC, id DESC LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(shutdown_from_row).collect()
+    }
+
+    async fn completion_counts(&self) -> StoreResult<Vec<(JobId, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT job_id, COUNT(*) FROM job_completions GROUP BY job_id ORDER BY job_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn subscribe(&self) -> StoreResult<Option<mpsc::UnboundedReceiver<StoreEvent>>> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(&self.channel).await?;
+        let (events, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let event = match listener.try_recv().await {
+                    Ok(Some(notification)) => match notification.payload().strip_prefix("drain:") {
+                        Some(worker_id) => StoreEvent::DrainRequested {
+                            worker_id: worker_id.to_string(),
+                        },
+                        None => StoreEvent::JobsAvailable,
+                    },
+                    // The connection dropped (and will be re-established by the next call):
+                    // anything sent meanwhile is lost, so have everyone look again.
+                    Ok(None) => StoreEvent::Reconnected,
+                    Err(err) => {
+                        tracing::debug!(%err, "LISTEN connection failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if events.send(event).is_err() {
+                    return; // the worker no longer listens
+                }
+            }
+        });
+        Ok(Some(receiver))
+    }
+}

@@ -1,0 +1,76 @@
+//! The shared store suite on PostgreSQL (each test in its own schema), plus what only the fleet
+//! store does: LISTEN/NOTIFY wake-ups.
+
+#[path = "common/postgres.rs"]
+mod pg;
+mod store_suite;
+
+use handover::lifecycle::Mode;
+use handover::store::{DrainRequest, NewJob, StoreEvent, WorkerRegistration};
+use std::time::Duration;
+
+store_tests!(pg::PgSchema::new());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_jobs_and_drain_requests_are_pushed_at_once() {
+    let fixture = pg::PgSchema::new().await;
+    let store = fixture.store();
+    let mut events = store
+        .subscribe()
+        .await
+        .unwrap()
+        .expect("PostgreSQL pushes events");
+    store
+        .submit(&[NewJob::new("noop", serde_json::json!({}))])
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap();
+    assert_eq!(event, Some(StoreEvent::JobsAvailable));
+
+    store
+        .register_worker(&WorkerRegistration {
+            id: "w1".into(),
+            name: "one".into(),
+            version: "test".into(),
+            listen_addr: None,
+            concurrency: 1,
+            lease_ttl: Duration::from_secs(10),
+        })
+        .await
+        .unwrap();
+    store
+        .request_drain(
+            "one",
+            &DrainRequest {
+                mode: Mode::Handoff,
+                reason: None,
+                requested_by: None,
+                requested_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        event,
+        Some(StoreEvent::DrainRequested {
+            worker_id: "w1".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_one_clear_error() {
+    let url: handover::store::StoreUrl = "postgres://postgres@127.0.0.1:1/none".parse().unwrap();
+    let err = handover::store::open(&url).await.err().expect("must fail");
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot connect to PostgreSQL store"),
+        "{text}"
+    );
+    assert!(!text.contains('\n'));
+}
