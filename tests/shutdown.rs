@@ -146,10 +146,14 @@ async fn the_grace_deadline_forces_exit_and_keeps_the_last_checkpoint() {
         "forced exit code; log:\n{}",
         worker.log()
     );
-    assert!(took >= grace, "forced only after --grace ({took:?})");
+    // The forced path starts a tenth of --grace early so that the process is gone within --grace.
     assert!(
-        took < grace + MARGIN,
-        "forced soon after --grace ({took:?})"
+        took >= grace * 9 / 10,
+        "forced only near the end of --grace ({took:?})"
+    );
+    assert!(
+        took < grace + Duration::from_millis(300),
+        "exited within --grace ({took:?})"
     );
     let log = worker.log();
     assert!(log.contains("forcing shutdown"), "{log}");

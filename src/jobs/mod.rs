@@ -196,6 +196,12 @@ impl JobContext {
         self.inner.abandon.is_cancelled()
     }
 
+    /// Resolves when the job must stop at once (lease lost, or a forced shutdown). A handler that
+    /// owns resources (child processes) should release them then and return promptly.
+    pub async fn abandoning(&self) {
+        self.inner.abandon.cancelled().await
+    }
+
     /// Saves a checkpoint, fenced by this attempt's lease.
     pub async fn save_checkpoint(&self, checkpoint: Value) -> Result<(), CheckpointError> {
         let lease = &self.inner.job.lease;

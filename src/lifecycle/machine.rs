@@ -25,8 +25,14 @@ use tracing::Span;
 
 /// Store writes on the forced path, or after the deadline, get at most this long.
 const LATE_WRITE_BUDGET: Duration = Duration::from_secs(2);
-/// On the forced path, how long abandoned handlers get to let go before their leases are released.
+/// On the forced path, how long abandoned handlers get to let go (an exec job kills its process
+/// group and waits for it) before their leases are released.
 const ABANDON_SETTLE: Duration = Duration::from_secs(1);
+/// The forced path starts this long before `--grace` ends, so that abandoning handlers and handing
+/// their leases back still happen inside `--grace`: a tenth of it, at most one second.
+fn force_reserve(grace: Duration) -> Duration {
+    (grace / 10).min(Duration::from_secs(1))
+}
 /// In `finish` mode, the share of `--grace` kept for checkpointing and handing back (at most 10 s).
 const FINISH_RESERVE_DIVISOR: u32 = 3;
 const FINISH_RESERVE_MAX: Duration = Duration::from_secs(10);
@@ -184,7 +190,10 @@ struct ActiveDrain {
     order: DrainOrder,
     started: Instant,
     started_at: DateTime<Utc>,
+    /// The end of `--grace`.
     deadline: Instant,
+    /// When the forced path starts (a reserve before the deadline).
+    force_at: Instant,
     cancellable: bool,
     /// Index in the timeline of this drain's `draining` entry.
     first_phase: usize,
@@ -382,6 +391,7 @@ impl PhaseMachine {
             started: now,
             started_at: Utc::now(),
             deadline: now + self.settings.grace,
+            force_at: now + self.settings.grace - force_reserve(self.settings.grace),
             first_phase: self.timeline.len(),
             order,
         });
@@ -425,7 +435,7 @@ impl PhaseMachine {
     /// signal, or an accepted cancel.
     async fn wait<F: Future>(&mut self, until: F) -> Result<F::Output, Interruption> {
         tokio::pin!(until);
-        let deadline = self.drain().deadline;
+        let deadline = self.drain().force_at;
         loop {
             tokio::select! {
                 output = &mut until => return Ok(output),

@@ -28,6 +28,9 @@ pub struct Runner {
     pub forced: CancellationToken,
 }
 
+/// How long an abandoned handler may take to clean up before it is dropped.
+const HANDLER_CLEANUP: Duration = Duration::from_millis(800);
+
 /// How the handler's part of an attempt ended.
 enum Ending {
     Returned(Result<JobOutcome, JobError>),
@@ -97,10 +100,16 @@ impl Runner {
             _ = self.forced.cancelled() => Ending::Forced,
         };
         if !matches!(ending, Ending::Returned(_)) {
-            // Stop the handler now: blocking loops watch the abandon token, async ones are dropped.
+            // Tell the handler to stop now and give it a moment to clean up (an exec job kills its
+            // process group and waits for it to exit); a handler that does not listen is dropped.
             abandon.cancel();
-            task.abort();
-            let _ = task.await;
+            if tokio::time::timeout(HANDLER_CLEANUP, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
         }
         match ending {
             Ending::Returned(Ok(JobOutcome::Completed(result))) => {
