@@ -147,7 +147,7 @@
       if (res.type === 'opaqueredirect' || (res.status >= 200 && res.status < 400)) {
         var reason = form.querySelector('input[name="reason"]');
         if (reason) reason.value = '';
-        flash(label + ': sent. The page follows the worker live.', false);
+        flash(label + ': requested.', false);
         if (!liveConnected()) pollStatus();
         return;
       }
@@ -182,6 +182,14 @@
     form.dataset.busy = '1'; // a plain post: ignore a second click while it is under way
   });
 
+  // Back/forward cache: a page restored after a plain post must accept clicks again.
+  window.addEventListener('pageshow', function () {
+    Array.prototype.forEach.call(document.querySelectorAll('form[data-busy]'), function (form) {
+      delete form.dataset.busy;
+      form.classList.remove('is-busy');
+    });
+  });
+
   /* ------------------------------------------------------- the live page */
 
   var initialNode = $('initial-status');
@@ -196,6 +204,12 @@
   var messageSeq = 0;
   var baseTitle = document.title;
   var live = { current: null, shutdownStart: NaN, shutdownEnd: NaN };
+  var stale = false;        // the stream is down: what is shown may be out of date
+
+  function setStale(value) {
+    stale = value;
+    document.body.classList.toggle('is-stale', value);
+  }
 
   function liveConnected() {
     return !!source && source.readyState === 1;
@@ -419,6 +433,7 @@
     });
     var conn = $('connection-banner');
     if (conn) conn.hidden = true;
+    setStale(false);
   }
 
   function render(s) {
@@ -455,7 +470,7 @@
   /* ----------------------------------------------------- clock-driven bits */
 
   function tick() {
-    if (!last) return;
+    if (!last || stale) return; // frozen while disconnected: no counters that look alive
     var t = now();
     try {
       var cur = live.current;
@@ -533,6 +548,7 @@
     }
     setText($('connection-detail'), detail);
     banner.hidden = false;
+    setStale(true);
   }
 
   function onMessage(ev) {
@@ -547,6 +563,7 @@
     retryDelay = 1000;
     var banner = $('connection-banner');
     if (banner) banner.hidden = true;
+    setStale(false);
     if (!stopped) setLive('live', 'live');
     safeRender(s);
   }
@@ -613,6 +630,9 @@
         return res.json().then(function (s) {
           if (seq === messageSeq && !stopped) {
             lastMessageAt = Date.now();
+            setStale(false);
+            var banner = $('connection-banner');
+            if (banner) banner.hidden = true;
             safeRender(s);
           }
           return 'ok';

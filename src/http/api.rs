@@ -43,15 +43,22 @@ pub async fn status(State(state): State<Arc<HttpState>>) -> Json<Value> {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DrainBody {
-    mode: Option<String>,
-    reason: Option<String>,
-    requested_by: Option<String>,
+pub(super) struct DrainBody {
+    pub mode: Option<String>,
+    pub reason: Option<String>,
+    pub requested_by: Option<String>,
+    /// The form's CSRF token (checked by the page layer, ignored here).
+    #[serde(default)]
+    pub csrf: Option<String>,
 }
 
-fn parse_drain_body(content_type: &str, body: &[u8]) -> Result<DrainBody, String> {
+/// Parses a JSON or form body (empty means all defaults).
+pub(super) fn parse_body<T: serde::de::DeserializeOwned + Default>(
+    content_type: &str,
+    body: &[u8],
+) -> Result<T, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(DrainBody::default());
+        return Ok(T::default());
     }
     if content_type.starts_with("application/json") {
         serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))
@@ -64,56 +71,93 @@ fn parse_drain_body(content_type: &str, body: &[u8]) -> Result<DrainBody, String
     }
 }
 
-pub async fn drain(State(state): State<Arc<HttpState>>, request: Request) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.to_string());
+fn parse_drain_body(content_type: &str, body: &[u8]) -> Result<DrainBody, String> {
+    parse_body(content_type, body)
+}
+
+/// Reads a request's content type (lowercased) and body (at most `MAX_BODY` bytes).
+pub(super) async fn read_body(request: Request) -> Result<(String, axum::body::Bytes), Response> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
-        Ok(body) => body,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("drain request body is larger than {MAX_BODY} bytes"),
-            )
-        }
+    match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(body) => Ok((content_type, body)),
+        Err(_) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {MAX_BODY} bytes"),
+        )),
+    }
+}
+
+/// Checks a drain body's mode and reason.
+pub(super) fn drain_mode_and_reason(body: &DrainBody) -> Result<(Mode, Option<String>), Response> {
+    let mode = body
+        .mode
+        .as_deref()
+        .map(str::parse::<Mode>)
+        .transpose()
+        .map_err(|message| error(StatusCode::BAD_REQUEST, message))?
+        .unwrap_or(Mode::Handoff);
+    if body.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("reason is longer than {MAX_REASON} bytes"),
+        ));
+    }
+    let reason = body.reason.clone().filter(|r| !r.trim().is_empty());
+    Ok((mode, reason))
+}
+
+/// The peer's address, when the server was started with connect info.
+pub(super) fn peer(request: &Request) -> Option<String> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.to_string())
+}
+
+/// Starts this worker's drain; the answer is the status JSON.
+pub async fn drain(State(state): State<Arc<HttpState>>, request: Request) -> Response {
+    let peer = peer(&request);
+    let (content_type, body) = match read_body(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     let body = match parse_drain_body(&content_type, &body) {
         Ok(body) => body,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let mode = match body.mode.as_deref().map(str::parse::<Mode>).transpose() {
-        Ok(mode) => mode.unwrap_or(Mode::Handoff),
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    let (mode, reason) = match drain_mode_and_reason(&body) {
+        Ok(checked) => checked,
+        Err(response) => return response,
     };
-    if body.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("reason is longer than {MAX_REASON} bytes"),
-        );
-    }
     let requested_by = body
         .requested_by
         .filter(|who| !who.trim().is_empty())
         .or(peer.map(|peer| format!("http client {peer}")));
+    start_drain(&state, mode, reason, requested_by).await
+}
+
+/// Runs this worker's machine with trigger `http`: 202 if it started a drain, 200 if one was under way.
+pub(super) async fn start_drain(
+    state: &HttpState,
+    mode: Mode,
+    reason: Option<String>,
+    requested_by: Option<String>,
+) -> Response {
     let order = DrainOrder {
         trigger: Trigger::Http,
         mode,
         requested_by,
-        reason: body.reason.filter(|r| !r.trim().is_empty()),
+        reason,
     };
     match state.machine.drain(order).await {
-        DrainAnswer::Started(_) => {
-            (StatusCode::ACCEPTED, Json(status_json(&state))).into_response()
-        }
+        DrainAnswer::Started(_) => (StatusCode::ACCEPTED, Json(status_json(state))).into_response(),
         DrainAnswer::AlreadyShuttingDown(_) => {
-            (StatusCode::OK, Json(status_json(&state))).into_response()
+            (StatusCode::OK, Json(status_json(state))).into_response()
         }
     }
 }

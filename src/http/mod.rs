@@ -3,9 +3,12 @@
 
 mod api;
 mod auth;
+mod fleet_api;
 mod probes;
 
+use crate::jobs::Registry;
 use crate::lifecycle::MachineHandle;
+use crate::store::SharedStore;
 use crate::telemetry::Metrics;
 use crate::worker::health::StoreHealth;
 use crate::worker::inflight::InFlight;
@@ -27,6 +30,9 @@ pub struct HttpState {
     pub admin_token: String,
     pub worker_id: String,
     pub worker_name: String,
+    pub store: SharedStore,
+    /// The kinds this worker runs, for validating submitted payloads.
+    pub handlers: Registry,
 }
 
 impl HttpState {
@@ -41,6 +47,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/api/status", get(api::status))
         .route("/drain", post(api::drain))
         .route("/drain/cancel", post(api::cancel_drain))
+        .route("/fleet/{worker}/drain", post(fleet_api::drain_other))
+        .route("/api/workers", get(fleet_api::workers))
+        .route("/api/shutdowns", get(fleet_api::shutdowns))
+        .route("/api/jobs", get(fleet_api::jobs).post(fleet_api::submit))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,

@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
 use tracing::Span;
 
-/// Store writes on the forced path, or after the deadline, get at most this long.
-const LATE_WRITE_BUDGET: Duration = Duration::from_secs(2);
+/// A store write still gets this long when the deadline has (nearly) passed; with the store down
+/// the whole forced path then ends within a few of these after `--grace`.
+const LATE_WRITE_BUDGET: Duration = Duration::from_millis(150);
 /// On the forced path, how long abandoned handlers get to let go (an exec job kills its process
 /// group and waits for it) before their leases are released.
 const ABANDON_SETTLE: Duration = Duration::from_secs(1);
@@ -606,7 +607,8 @@ impl PhaseMachine {
         self.parts.checkpoint_request.cancel();
         self.parts.forced.cancel();
         let jobs = self.parts.jobs.clone();
-        let _ = tokio::time::timeout(ABANDON_SETTLE, jobs.wait_until_no_handler_runs()).await;
+        let settle = ABANDON_SETTLE.min(self.time_left() / 2);
+        let _ = tokio::time::timeout(settle, jobs.wait_until_no_handler_runs()).await;
         if self.current_phase() != Phase::Releasing {
             self.enter(Phase::Releasing);
         }
@@ -617,7 +619,7 @@ impl PhaseMachine {
         }
         let leases: Vec<Lease> = held.iter().map(|j| j.lease.clone()).collect();
         let store = self.parts.store.clone();
-        let applied = tokio::time::timeout(LATE_WRITE_BUDGET, release_until_written(store, leases))
+        let applied = tokio::time::timeout(self.write_budget(), release_until_written(store, leases))
             .await
             .unwrap_or_else(|_| {
                 Err(crate::store::StoreError::Invalid(
@@ -627,12 +629,15 @@ impl PhaseMachine {
         self.count_releases(&held, applied, ReleaseReason::Forced);
     }
 
-    /// Time left before the deadline, but never less than a short budget for a late write.
-    fn write_budget(&self) -> Duration {
+    fn time_left(&self) -> Duration {
         self.drain()
             .deadline
             .saturating_duration_since(Instant::now())
-            .max(LATE_WRITE_BUDGET)
+    }
+
+    /// Time left before the deadline, but never less than a short budget for a late write.
+    fn write_budget(&self) -> Duration {
+        self.time_left().max(LATE_WRITE_BUDGET)
     }
 
     /// `deregistering`: mark the worker stopped and write the shutdown record, then `stopped`.

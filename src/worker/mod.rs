@@ -201,6 +201,8 @@ impl App {
             admin_token: admin_token.clone(),
             worker_id: worker_id.clone(),
             worker_name: config.name.clone(),
+            store: store.clone(),
+            handlers: runner.handlers.clone(),
         });
         let server_stop = CancellationToken::new();
         let server = tokio::spawn(http::serve(listener, state, server_stop.clone()));

@@ -328,4 +328,30 @@ describe('admin pages in a real browser', { timeout: 240_000 }, () => {
     });
     await context.close();
   });
+
+  test('when the worker vanishes without a word the page says so and stays usable', { timeout: 120_000 }, async () => {
+    const store = await freshStore('vanish');
+    await submitDemoJob(store.url);
+    const worker = startWorker(store.url);
+    const base = `http://${await workerAddress(store.url, worker)}`;
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const seen = watchPage(page);
+
+    await diagnose('vanish', page, worker, async () => {
+      await login(page, base);
+      await page.waitForSelector('#live[data-state="live"]', { timeout: 15_000 });
+      assert.equal(await page.isHidden('#connection-banner'), true);
+
+      worker.child.kill('SIGKILL');
+      await withTimeout(worker.exited, 10_000, 'the killed worker to exit');
+      await page.waitForSelector('#connection-banner', { state: 'visible', timeout: 15_000 });
+      assert.match(await page.textContent('#connection-banner'), /connection lost/i);
+      assert.equal(await phaseText(page), 'running', 'the last known phase is still shown');
+      assert.equal(await page.isHidden('#stopped-banner'), true, 'no claim that it stopped cleanly');
+      await shot(page, 'worker-connection-lost-1280');
+      assert.deepEqual(seen.pageErrors, [], 'no script errors');
+    });
+    await context.close();
+  });
 });

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use handover::store::{Job, JobId, JobStatus, NewJob, SharedStore, StoreUrl, WorkerRow};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -81,9 +83,12 @@ impl DemoSpec {
 }
 
 pub struct TestStore {
+    /// Worker logs (and the SQLite file) live here.
     pub dir: tempfile::TempDir,
     pub url: String,
     pub store: SharedStore,
+    /// For a PostgreSQL store: the schema, dropped with the store.
+    pub schema: Option<postgres::PgSchema>,
 }
 
 impl TestStore {
@@ -94,7 +99,23 @@ impl TestStore {
         let store = handover::store::open_migrated(&StoreUrl::Sqlite { path })
             .await
             .unwrap();
-        TestStore { dir, url, store }
+        TestStore {
+            dir,
+            url,
+            store,
+            schema: None,
+        }
+    }
+
+    /// A fresh schema on the local PostgreSQL server.
+    pub async fn postgres() -> TestStore {
+        let schema = postgres::PgSchema::new().await;
+        TestStore {
+            dir: tempfile::tempdir().unwrap(),
+            url: schema.url.clone(),
+            store: schema.store(),
+            schema: Some(schema),
+        }
     }
 
     pub async fn submit(&self, kind: &str, payload: Value) -> JobId {

@@ -1,0 +1,202 @@
+//! Admin JSON views of the whole store: workers, shutdown records, jobs (list and submit), and
+//! draining another worker through the store.
+
+use super::api::{drain_mode_and_reason, parse_body, peer, read_body, DrainBody};
+use super::{error, HttpState};
+use crate::jobs::validate_kind;
+use crate::store::{DrainRequest, JobFilter, JobStatus, NewJob, StoreError, DEFAULT_MAX_ATTEMPTS};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Jobs listed per call unless `limit` says otherwise (at most `MAX_LIST`).
+const DEFAULT_LIST: i64 = 100;
+const MAX_LIST: i64 = 1000;
+/// Jobs one POST may submit.
+const MAX_SUBMIT: u32 = 10_000;
+
+/// Maps a store failure to an HTTP answer.
+pub(super) fn store_error(err: StoreError) -> Response {
+    match err {
+        StoreError::NotFound(message) => error(StatusCode::NOT_FOUND, message),
+        StoreError::Conflict(message) => error(StatusCode::CONFLICT, message),
+        StoreError::Invalid(message) => error(StatusCode::BAD_REQUEST, message),
+        other if other.is_transient() => error(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+pub async fn workers(State(state): State<Arc<HttpState>>) -> Response {
+    match state.store.list_workers().await {
+        Ok(workers) => Json(workers).into_response(),
+        Err(err) => store_error(err),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownQuery {
+    limit: Option<i64>,
+}
+
+pub async fn shutdowns(
+    State(state): State<Arc<HttpState>>,
+    Query(query): Query<ShutdownQuery>,
+) -> Response {
+    let limit = query.limit.unwrap_or(50).clamp(1, MAX_LIST);
+    match state.store.list_shutdowns(limit).await {
+        Ok(records) => Json(records).into_response(),
+        Err(err) => store_error(err),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn jobs(State(state): State<Arc<HttpState>>, Query(query): Query<JobsQuery>) -> Response {
+    let status = match query.status.as_deref().map(str::parse::<JobStatus>).transpose() {
+        Ok(status) => status,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_LIST);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {MAX_LIST}"),
+        );
+    }
+    match state
+        .store
+        .list_jobs(&JobFilter {
+            status,
+            limit: Some(limit),
+        })
+        .await
+    {
+        Ok(jobs) => Json(jobs).into_response(),
+        Err(err) => store_error(err),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBody {
+    kind: Option<String>,
+    payload: Option<Value>,
+    max_attempts: Option<i32>,
+    priority: Option<i32>,
+    count: Option<u32>,
+}
+
+/// Submits jobs: `{"kind", "payload", "max_attempts", "priority", "count"}` → 201 `{"ids": [...]}`.
+pub async fn submit(State(state): State<Arc<HttpState>>, request: Request) -> Response {
+    let (content_type, body) = match read_body(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    if !content_type.starts_with("application/json") {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the job as application/json",
+        );
+    }
+    let body: SubmitBody = match parse_body(&content_type, &body) {
+        Ok(body) => body,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let Some(kind) = body.kind else {
+        return error(StatusCode::BAD_REQUEST, "missing field `kind`");
+    };
+    if let Err(message) = validate_kind(&kind) {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
+    let payload = body.payload.unwrap_or_else(|| json!({}));
+    match state.handlers.get(&kind) {
+        Some(handler) => {
+            if let Err(message) = handler.validate(&payload) {
+                return error(StatusCode::BAD_REQUEST, message);
+            }
+        }
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "this worker runs no {kind:?} jobs (it runs: {})",
+                    state.handlers.kinds().join(", ")
+                ),
+            )
+        }
+    }
+    let max_attempts = body.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    if !(1..=1000).contains(&max_attempts) {
+        return error(StatusCode::BAD_REQUEST, "max_attempts must be between 1 and 1000");
+    }
+    let count = body.count.unwrap_or(1);
+    if !(1..=MAX_SUBMIT).contains(&count) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("count must be between 1 and {MAX_SUBMIT}"),
+        );
+    }
+    let job = NewJob {
+        kind,
+        payload,
+        priority: body.priority.unwrap_or(0),
+        max_attempts,
+    };
+    let jobs = vec![job; count as usize];
+    match state.store.submit(&jobs).await {
+        Ok(ids) => (StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response(),
+        Err(err) => store_error(err),
+    }
+}
+
+/// Asks another worker (by id or name) to drain, through the store; 202 with its worker row.
+pub async fn drain_other(
+    State(state): State<Arc<HttpState>>,
+    Path(worker): Path<String>,
+    request: Request,
+) -> Response {
+    let peer = peer(&request);
+    let (content_type, body) = match read_body(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    let body: DrainBody = match parse_body(&content_type, &body) {
+        Ok(body) => body,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let (mode, reason) = match drain_mode_and_reason(&body) {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
+    let requested_by = body
+        .requested_by
+        .filter(|who| !who.trim().is_empty())
+        .unwrap_or_else(|| {
+            format!(
+                "worker {} ({}) admin, for {}",
+                state.worker_name,
+                state.worker_id,
+                peer.as_deref().unwrap_or("unknown client")
+            )
+        });
+    let request = DrainRequest {
+        mode,
+        reason,
+        requested_by: Some(requested_by),
+        requested_at: None,
+    };
+    match state.store.request_drain(&worker, &request).await {
+        Ok(row) => (StatusCode::ACCEPTED, Json(row)).into_response(),
+        Err(err) => store_error(err),
+    }
+}
