@@ -34,7 +34,13 @@ async fn assert_all_completed_once(store: &TestStore, jobs: &[(JobId, DemoSpec)]
         (completed == jobs.len() as i64).then_some(())
     })
     .await;
-    let completions: HashMap<JobId, i64> = store.store.completion_counts().await.unwrap().into_iter().collect();
+    let completions: HashMap<JobId, i64> = store
+        .store
+        .completion_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
     let specs: Vec<(JobId, DemoSpec)> = jobs.to_vec();
     let expected = tokio::task::spawn_blocking(move || {
         specs
@@ -45,26 +51,34 @@ async fn assert_all_completed_once(store: &TestStore, jobs: &[(JobId, DemoSpec)]
     .await
     .unwrap();
     for (id, digest) in expected {
-        assert_eq!(completions.get(&id), Some(&1), "job {id} completed exactly once");
+        assert_eq!(
+            completions.get(&id),
+            Some(&1),
+            "job {id} completed exactly once"
+        );
         let job = store.job(id).await;
         assert_eq!(job.result.unwrap()["digest"], digest, "job {id} digest");
     }
 }
 
 async fn wait_until_busy(store: &TestStore, worker: &WorkerProcess) {
-    wait_for("the worker to hold a job", Duration::from_secs(20), || async {
-        let jobs = store
-            .store
-            .list_jobs(&handover::store::JobFilter {
-                status: Some(JobStatus::Running),
-                limit: None,
-            })
-            .await
-            .ok()?;
-        jobs.iter()
-            .any(|j| j.owner.as_deref() == Some(worker.id.as_str()))
-            .then_some(())
-    })
+    wait_for(
+        "the worker to hold a job",
+        Duration::from_secs(20),
+        || async {
+            let jobs = store
+                .store
+                .list_jobs(&handover::store::JobFilter {
+                    status: Some(JobStatus::Running),
+                    limit: None,
+                })
+                .await
+                .ok()?;
+            jobs.iter()
+                .any(|j| j.owner.as_deref() == Some(worker.id.as_str()))
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -77,13 +91,13 @@ async fn a_rolling_restart_loses_nothing_and_repeats_nothing() {
         workers.push(WorkerProcess::start(&store, &[]).await);
     }
     let mut stopped = Vec::new();
-    for slot in 0..workers.len() {
-        wait_until_busy(&store, &workers[slot]).await;
-        workers[slot].signal(Signal::SIGTERM);
-        let status = workers[slot].wait_exit(Duration::from_secs(20)).await;
-        assert_eq!(status.code(), Some(0), "log:\n{}", workers[slot].log());
-        stopped.push(workers[slot].id.clone());
-        workers[slot] = WorkerProcess::start(&store, &[]).await;
+    for worker in workers.iter_mut() {
+        wait_until_busy(&store, worker).await;
+        worker.signal(Signal::SIGTERM);
+        let status = worker.wait_exit(Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(0), "log:\n{}", worker.log());
+        stopped.push(worker.id.clone());
+        *worker = WorkerProcess::start(&store, &[]).await;
     }
     assert_all_completed_once(&store, &jobs, Duration::from_secs(180)).await;
     let records = store.store.list_shutdowns(100).await.unwrap();
@@ -161,10 +175,16 @@ async fn a_worker_drains_another_through_the_store_at_once() {
     // The target heartbeats only every 5 s: a fast reaction can only come from NOTIFY.
     let mut target = WorkerProcess::start(
         &store,
-        &[("--heartbeat-interval", "5s"), ("--lease-ttl", "15s"), ("--concurrency", "1")],
+        &[
+            ("--heartbeat-interval", "5s"),
+            ("--lease-ttl", "15s"),
+            ("--concurrency", "1"),
+        ],
     )
     .await;
-    store.wait_for_checkpoint(job, 1, Duration::from_secs(20)).await;
+    store
+        .wait_for_checkpoint(job, 1, Duration::from_secs(20))
+        .await;
     let asker = WorkerProcess::start(&store, &[("--concurrency", "1")]).await;
 
     let requested = Instant::now();
@@ -176,15 +196,23 @@ async fn a_worker_drains_another_through_the_store_at_once() {
         .await;
     assert_eq!(answer.status(), 202);
     let ready_url = target.url("/readyz");
-    wait_for("the target to leave running", Duration::from_secs(10), || async {
-        (reqwest::get(&ready_url).await.ok()?.status() == 503).then_some(())
-    })
+    wait_for(
+        "the target to leave running",
+        Duration::from_secs(10),
+        || async { (reqwest::get(&ready_url).await.ok()?.status() == 503).then_some(()) },
+    )
     .await;
     let latency = requested.elapsed();
     println!("remote drain latency (request to target not ready): {latency:?}");
-    assert!(latency < Duration::from_secs(2), "pushed, not polled: {latency:?}");
+    assert!(
+        latency < Duration::from_secs(2),
+        "pushed, not polled: {latency:?}"
+    );
 
-    assert_eq!(target.wait_exit(Duration::from_secs(20)).await.code(), Some(0));
+    assert_eq!(
+        target.wait_exit(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
     let record = store
         .store
         .list_shutdowns(10)
@@ -199,14 +227,22 @@ async fn a_worker_drains_another_through_the_store_at_once() {
     assert_eq!(store.worker_row(&target.id).await.phase, Phase::Stopped);
 
     // Unknown and stopped workers are clear errors, and nothing is written.
-    let unknown = asker.admin_post("/fleet/nobody/drain", serde_json::json!({})).await;
+    let unknown = asker
+        .admin_post("/fleet/nobody/drain", serde_json::json!({}))
+        .await;
     assert_eq!(unknown.status(), 404);
     let stopped = asker
-        .admin_post(&format!("/fleet/{}/drain", target.id), serde_json::json!({}))
+        .admin_post(
+            &format!("/fleet/{}/drain", target.id),
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(stopped.status(), 409);
     let bad = asker
-        .admin_post(&format!("/fleet/{}/drain", asker.id), serde_json::json!({"mode": "now"}))
+        .admin_post(
+            &format!("/fleet/{}/drain", asker.id),
+            serde_json::json!({"mode": "now"}),
+        )
         .await;
     assert_eq!(bad.status(), 400);
     assert_eq!(asker.status().await["phase"], "running");
@@ -222,7 +258,10 @@ async fn sigterm_on_postgres_hands_the_job_back_and_another_worker_finishes_it()
         .wait_for_checkpoint(job_id, spec.checkpoint_every, Duration::from_secs(20))
         .await;
     first.signal(Signal::SIGTERM);
-    assert_eq!(first.wait_exit(Duration::from_secs(20)).await.code(), Some(0));
+    assert_eq!(
+        first.wait_exit(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
     let job = store.job(job_id).await;
     assert_eq!(job.status, JobStatus::Pending);
     assert!(job.checkpoint.is_some());

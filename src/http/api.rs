@@ -4,7 +4,7 @@ use super::{error, HttpState};
 use crate::lifecycle::{DrainAnswer, DrainOrder, Mode, Trigger};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -17,13 +17,18 @@ const MAX_BODY: usize = 16 * 1024;
 const MAX_REASON: usize = 500;
 
 pub fn status_json(state: &HttpState) -> Value {
-    let status = state.machine.status();
+    status_json_of(state, &state.machine.status())
+}
+
+/// The status JSON for a given machine status (with the current jobs and readiness).
+pub fn status_json_of(state: &HttpState, status: &crate::lifecycle::Status) -> Value {
+    let ready = status.phase == crate::lifecycle::Phase::Running && state.health.is_up();
     json!({
         "worker_id": state.worker_id,
         "name": state.worker_name,
         "version": env!("CARGO_PKG_VERSION"),
         "phase": status.phase,
-        "ready": state.is_ready(),
+        "ready": ready,
         "store_up": state.health.is_up(),
         "trigger": status.trigger,
         "mode": status.mode,
@@ -34,6 +39,7 @@ pub fn status_json(state: &HttpState) -> Value {
         "outcome": status.outcome,
         "phases": status.phases,
         "in_flight": state.jobs.views(),
+        "now": chrono::Utc::now(),
     })
 }
 
@@ -47,9 +53,9 @@ pub(super) struct DrainBody {
     pub mode: Option<String>,
     pub reason: Option<String>,
     pub requested_by: Option<String>,
-    /// The form's CSRF token (checked by the page layer, ignored here).
-    #[serde(default)]
-    pub csrf: Option<String>,
+    /// A form's CSRF token: checked by the auth layer before the handler runs.
+    #[serde(default, rename = "csrf")]
+    _csrf: Option<String>,
 }
 
 /// Parses a JSON or form body (empty means all defaults).
@@ -92,20 +98,16 @@ pub(super) async fn read_body(request: Request) -> Result<(String, axum::body::B
     }
 }
 
-/// Checks a drain body's mode and reason.
-pub(super) fn drain_mode_and_reason(body: &DrainBody) -> Result<(Mode, Option<String>), Response> {
+/// Checks a drain body's mode and reason; the error is the message for a 400.
+pub(super) fn drain_mode_and_reason(body: &DrainBody) -> Result<(Mode, Option<String>), String> {
     let mode = body
         .mode
         .as_deref()
         .map(str::parse::<Mode>)
-        .transpose()
-        .map_err(|message| error(StatusCode::BAD_REQUEST, message))?
+        .transpose()?
         .unwrap_or(Mode::Handoff);
     if body.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("reason is longer than {MAX_REASON} bytes"),
-        ));
+        return Err(format!("reason is longer than {MAX_REASON} bytes"));
     }
     let reason = body.reason.clone().filter(|r| !r.trim().is_empty());
     Ok((mode, reason))
@@ -132,13 +134,29 @@ pub async fn drain(State(state): State<Arc<HttpState>>, request: Request) -> Res
     };
     let (mode, reason) = match drain_mode_and_reason(&body) {
         Ok(checked) => checked,
-        Err(response) => return response,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    let from_page = is_form(&content_type);
     let requested_by = body
         .requested_by
         .filter(|who| !who.trim().is_empty())
-        .or(peer.map(|peer| format!("http client {peer}")));
-    start_drain(&state, mode, reason, requested_by).await
+        .or(peer.map(|peer| {
+            if from_page {
+                format!("admin page, browser at {peer}")
+            } else {
+                format!("http client {peer}")
+            }
+        }));
+    let answer = start_drain(&state, mode, reason, requested_by).await;
+    if from_page {
+        return Redirect::to("/").into_response();
+    }
+    answer
+}
+
+/// A browser form post (answered with a redirect back to its page rather than JSON).
+pub(super) fn is_form(content_type: &str) -> bool {
+    content_type.starts_with("application/x-www-form-urlencoded")
 }
 
 /// Runs this worker's machine with trigger `http`: 202 if it started a drain, 200 if one was under way.
@@ -162,8 +180,14 @@ pub(super) async fn start_drain(
     }
 }
 
-pub async fn cancel_drain(State(state): State<Arc<HttpState>>) -> Response {
+pub async fn cancel_drain(State(state): State<Arc<HttpState>>, request: Request) -> Response {
+    let from_page = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_form);
     match state.machine.cancel().await {
+        Ok(_) if from_page => Redirect::to("/").into_response(),
         Ok(_) => (StatusCode::OK, Json(status_json(&state))).into_response(),
         Err(refused) => error(StatusCode::CONFLICT, refused.to_string()),
     }

@@ -1,13 +1,13 @@
 //! Admin JSON views of the whole store: workers, shutdown records, jobs (list and submit), and
 //! draining another worker through the store.
 
-use super::api::{drain_mode_and_reason, parse_body, peer, read_body, DrainBody};
+use super::api::{drain_mode_and_reason, is_form, parse_body, peer, read_body, DrainBody};
 use super::{error, HttpState};
 use crate::jobs::validate_kind;
 use crate::store::{DrainRequest, JobFilter, JobStatus, NewJob, StoreError, DEFAULT_MAX_ATTEMPTS};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -62,7 +62,12 @@ pub struct JobsQuery {
 }
 
 pub async fn jobs(State(state): State<Arc<HttpState>>, Query(query): Query<JobsQuery>) -> Response {
-    let status = match query.status.as_deref().map(str::parse::<JobStatus>).transpose() {
+    let status = match query
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+    {
         Ok(status) => status,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
@@ -137,7 +142,10 @@ pub async fn submit(State(state): State<Arc<HttpState>>, request: Request) -> Re
     }
     let max_attempts = body.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
     if !(1..=1000).contains(&max_attempts) {
-        return error(StatusCode::BAD_REQUEST, "max_attempts must be between 1 and 1000");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "max_attempts must be between 1 and 1000",
+        );
     }
     let count = body.count.unwrap_or(1);
     if !(1..=MAX_SUBMIT).contains(&count) {
@@ -176,7 +184,7 @@ pub async fn drain_other(
     };
     let (mode, reason) = match drain_mode_and_reason(&body) {
         Ok(checked) => checked,
-        Err(response) => return response,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let requested_by = body
         .requested_by
@@ -196,6 +204,7 @@ pub async fn drain_other(
         requested_at: None,
     };
     match state.store.request_drain(&worker, &request).await {
+        Ok(_) if is_form(&content_type) => Redirect::to("/fleet").into_response(),
         Ok(row) => (StatusCode::ACCEPTED, Json(row)).into_response(),
         Err(err) => store_error(err),
     }

@@ -2,9 +2,15 @@
 //! It serves for the whole life of the process and is stopped last.
 
 mod api;
+mod assets;
 mod auth;
+mod events;
 mod fleet_api;
+mod login;
+mod pages;
 mod probes;
+pub mod session;
+pub mod views;
 
 use crate::jobs::Registry;
 use crate::lifecycle::MachineHandle;
@@ -33,6 +39,7 @@ pub struct HttpState {
     pub store: SharedStore,
     /// The kinds this worker runs, for validating submitted payloads.
     pub handlers: Registry,
+    pub sessions: session::Sessions,
 }
 
 impl HttpState {
@@ -42,9 +49,45 @@ impl HttpState {
     }
 }
 
+/// Security headers for every response: the pages load nothing from elsewhere and run no inline code.
+async fn security_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::header::{self, HeaderValue};
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
 pub fn router(state: Arc<HttpState>) -> Router {
+    let pages = Router::new()
+        .route("/", get(pages::worker))
+        .route("/fleet", get(pages::fleet))
+        .route("/jobs", get(pages::jobs))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin_page,
+        ));
     let admin = Router::new()
         .route("/api/status", get(api::status))
+        .route("/api/events", get(events::events))
+        .route("/logout", post(login::logout))
         .route("/drain", post(api::drain))
         .route("/drain/cancel", post(api::cancel_drain))
         .route("/fleet/{worker}/drain", post(fleet_api::drain_other))
@@ -59,8 +102,13 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/livez", get(probes::livez))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
+        .route("/login", get(login::form).post(login::submit))
+        .route("/static/admin.css", get(assets::css))
+        .route("/static/admin.js", get(assets::js))
+        .merge(pages)
         .merge(admin)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }
 

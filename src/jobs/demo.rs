@@ -95,6 +95,12 @@ impl Handler for DemoHandler {
         parse_payload(payload).map(|_| ())
     }
 
+    fn progress(&self, payload: &Value, checkpoint: &Value) -> Option<f64> {
+        let iterations = payload.get("iterations")?.as_u64()?;
+        let done = checkpoint.get("i")?.as_u64()?;
+        (iterations > 0).then(|| (done as f64 / iterations as f64).min(1.0))
+    }
+
     async fn run(&self, ctx: JobContext) -> Result<JobOutcome, JobError> {
         let payload = parse_payload(ctx.payload()).map_err(JobError::Failed)?;
         let (mut i, mut digest) = match ctx.resume_checkpoint() {

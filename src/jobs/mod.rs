@@ -2,6 +2,7 @@
 //! registry of kinds a worker runs.
 
 pub mod demo;
+pub mod exec;
 pub mod noop;
 
 use crate::store::{ClaimedJob, JobId, SharedStore, StoreError};
@@ -64,6 +65,11 @@ pub trait Handler: Send + Sync + 'static {
         Ok(())
     }
 
+    /// How far along a job is (0.0 to 1.0) given its payload and a checkpoint, for the pages.
+    fn progress(&self, _payload: &Value, _checkpoint: &Value) -> Option<f64> {
+        None
+    }
+
     /// Runs one attempt. Save checkpoints with [`JobContext::save_checkpoint`]; when
     /// [`JobContext::stop_requested`] turns true, save one at the next boundary and return
     /// [`JobOutcome::Interrupted`].
@@ -81,10 +87,11 @@ impl Registry {
         Registry::default()
     }
 
-    /// The built-in kinds: `demo` and `noop`.
+    /// The built-in kinds: `demo`, `exec` and `noop`.
     pub fn builtin() -> Self {
         Registry::new()
             .with(demo::DemoHandler)
+            .with(exec::ExecHandler)
             .with(noop::NoopHandler)
     }
 
@@ -125,6 +132,7 @@ pub struct JobContext {
 
 struct ContextInner {
     job: ClaimedJob,
+    handler: Arc<dyn Handler>,
     store: SharedStore,
     metrics: Arc<Metrics>,
     jobs: Arc<InFlight>,
@@ -140,6 +148,7 @@ const CHECKPOINT_RETRIES: u32 = 3;
 impl JobContext {
     pub(crate) fn new(
         job: ClaimedJob,
+        handler: Arc<dyn Handler>,
         store: SharedStore,
         metrics: Arc<Metrics>,
         jobs: Arc<InFlight>,
@@ -149,6 +158,7 @@ impl JobContext {
         JobContext {
             inner: Arc::new(ContextInner {
                 job,
+                handler,
                 store,
                 metrics,
                 jobs,
@@ -218,7 +228,10 @@ impl JobContext {
                         .checkpoint_duration
                         .observe(started.elapsed().as_secs_f64());
                     metrics.checkpoints.with_label_values(&[self.kind()]).inc();
-                    self.inner.jobs.set_checkpoint(lease.job_id, checkpoint);
+                    let progress = self.inner.handler.progress(self.payload(), &checkpoint);
+                    self.inner
+                        .jobs
+                        .set_checkpoint(lease.job_id, checkpoint, progress);
                     return Ok(());
                 }
                 Err(StoreError::LeaseLost { .. }) => {

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
@@ -81,6 +81,7 @@ enum Command {
 pub struct MachineHandle {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<Status>,
+    changes: broadcast::Sender<Status>,
 }
 
 impl MachineHandle {
@@ -92,9 +93,14 @@ impl MachineHandle {
         self.status.borrow().phase
     }
 
-    /// A receiver that sees every published status.
+    /// A receiver of the latest status (intermediate ones may be skipped).
     pub fn subscribe(&self) -> watch::Receiver<Status> {
         self.status.clone()
+    }
+
+    /// A receiver of every status change, in order (lagging far behind skips some).
+    pub fn follow(&self) -> broadcast::Receiver<Status> {
+        self.changes.subscribe()
     }
 
     /// Delivers a signal; never blocks and never drops one.
@@ -207,6 +213,7 @@ pub struct PhaseMachine {
     commands: mpsc::UnboundedReceiver<Command>,
     commands_open: bool,
     status: watch::Sender<Status>,
+    changes: broadcast::Sender<Status>,
     timeline: Vec<LivedPhase>,
     parts: WorkerParts,
     settings: MachineSettings,
@@ -226,10 +233,12 @@ impl PhaseMachine {
     pub fn new(parts: WorkerParts, settings: MachineSettings) -> (PhaseMachine, MachineHandle) {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (status, status_rx) = watch::channel(Status::starting());
+        let changes = broadcast::channel(64).0;
         let machine = PhaseMachine {
             commands,
             commands_open: true,
             status,
+            changes: changes.clone(),
             timeline: vec![LivedPhase::new(Phase::Starting)],
             parts,
             settings,
@@ -244,6 +253,7 @@ impl PhaseMachine {
         let handle = MachineHandle {
             commands: commands_tx,
             status: status_rx,
+            changes,
         };
         (machine, handle)
     }
@@ -280,11 +290,12 @@ impl PhaseMachine {
 
     fn publish(&self) {
         let drain = self.drain.as_ref();
+        // What operators count down to: the moment the forced path starts.
         let deadline = drain.map(|d| {
-            d.started_at + chrono::Duration::from_std(d.deadline - d.started).unwrap_or_default()
+            d.started_at + chrono::Duration::from_std(d.force_at - d.started).unwrap_or_default()
         });
         let phase = self.current_phase();
-        self.status.send_replace(Status {
+        let status = Status {
             phase,
             trigger: drain.map(|d| d.order.trigger),
             mode: drain.map(|d| d.order.mode),
@@ -294,7 +305,11 @@ impl PhaseMachine {
             cancellable: drain.is_some_and(|d| d.cancellable) && phase == Phase::Draining,
             outcome: (phase == Phase::Stopped).then_some(self.outcome),
             phases: self.timeline.iter().map(LivedPhase::span).collect(),
-        });
+        };
+        // Every change goes to the broadcast (live pages get one event per phase change), the
+        // latest also to the watch (probes and polls).
+        let _ = self.changes.send(status.clone());
+        self.status.send_replace(status);
     }
 
     fn current_phase(&self) -> Phase {
@@ -619,13 +634,14 @@ impl PhaseMachine {
         }
         let leases: Vec<Lease> = held.iter().map(|j| j.lease.clone()).collect();
         let store = self.parts.store.clone();
-        let applied = tokio::time::timeout(self.write_budget(), release_until_written(store, leases))
-            .await
-            .unwrap_or_else(|_| {
-                Err(crate::store::StoreError::Invalid(
-                    "the store did not answer in time".into(),
-                ))
-            });
+        let applied =
+            tokio::time::timeout(self.write_budget(), release_until_written(store, leases))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::store::StoreError::Invalid(
+                        "the store did not answer in time".into(),
+                    ))
+                });
         self.count_releases(&held, applied, ReleaseReason::Forced);
     }
 

@@ -28,6 +28,7 @@ struct Entry {
     attempt: i32,
     started_at: DateTime<Utc>,
     checkpoint: Option<Value>,
+    progress: Option<f64>,
     state: JobState,
     abandon: CancellationToken,
     checkpoints_saved: u64,
@@ -42,6 +43,8 @@ pub struct InFlightView {
     pub lease_epoch: i64,
     pub started_at: DateTime<Utc>,
     pub checkpoint: Option<Value>,
+    /// 0.0 to 1.0 when the handler can tell.
+    pub progress: Option<f64>,
     pub state: JobState,
 }
 
@@ -57,6 +60,8 @@ pub struct InFlight {
     entries: Mutex<BTreeMap<JobId, Entry>>,
     /// (handlers still working, jobs held).
     counts: watch::Sender<(usize, usize)>,
+    /// Bumped on every change (claims, checkpoints, ends): what live pages follow.
+    version: watch::Sender<u64>,
     gauge: IntGauge,
 }
 
@@ -65,10 +70,17 @@ impl InFlight {
         InFlight {
             entries: Mutex::new(BTreeMap::new()),
             counts: watch::channel((0, 0)).0,
+            version: watch::channel(0).0,
             gauge,
         }
     }
 
+    /// Reads the registry (no change is signalled).
+    fn read<T>(&self, f: impl FnOnce(&BTreeMap<JobId, Entry>) -> T) -> T {
+        f(&self.entries.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Changes the registry and signals the change to the gauge, the counts and live pages.
     fn with_entries<T>(&self, f: impl FnOnce(&mut BTreeMap<JobId, Entry>) -> T) -> T {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let result = f(&mut entries);
@@ -77,6 +89,7 @@ impl InFlight {
             .filter(|e| e.state == JobState::Running)
             .count();
         self.gauge.set(entries.len() as i64);
+        self.version.send_modify(|v| *v += 1);
         let now = (running, entries.len());
         self.counts.send_if_modified(|counts| {
             let changed = *counts != now;
@@ -93,6 +106,7 @@ impl InFlight {
         kind: &str,
         attempt: i32,
         checkpoint: Option<Value>,
+        progress: Option<f64>,
     ) -> CancellationToken {
         let abandon = CancellationToken::new();
         let entry = Entry {
@@ -101,6 +115,7 @@ impl InFlight {
             attempt,
             started_at: Utc::now(),
             checkpoint,
+            progress,
             state: JobState::Running,
             abandon: abandon.clone(),
             checkpoints_saved: 0,
@@ -109,10 +124,11 @@ impl InFlight {
         abandon
     }
 
-    pub fn set_checkpoint(&self, job_id: JobId, checkpoint: Value) {
+    pub fn set_checkpoint(&self, job_id: JobId, checkpoint: Value, progress: Option<f64>) {
         self.with_entries(|entries| {
             if let Some(entry) = entries.get_mut(&job_id) {
                 entry.checkpoint = Some(checkpoint);
+                entry.progress = progress;
                 entry.checkpoints_saved += 1;
             }
         });
@@ -128,7 +144,7 @@ impl InFlight {
 
     /// Checkpoints this attempt has saved so far.
     pub fn checkpoints_saved(&self, job_id: JobId) -> u64 {
-        self.with_entries(|entries| entries.get(&job_id).map_or(0, |e| e.checkpoints_saved))
+        self.read(|entries| entries.get(&job_id).map_or(0, |e| e.checkpoints_saved))
     }
 
     pub fn remove(&self, job_id: JobId) {
@@ -137,7 +153,7 @@ impl InFlight {
 
     /// Abandons the job if this exact lease is still registered (the heartbeat found it lost).
     pub fn lose(&self, lease: &Lease) {
-        self.with_entries(|entries| {
+        self.read(|entries| {
             if let Some(entry) = entries.get(&lease.job_id) {
                 if entry.lease == *lease {
                     entry.abandon.cancel();
@@ -148,11 +164,11 @@ impl InFlight {
 
     /// The leases currently held.
     pub fn leases(&self) -> Vec<Lease> {
-        self.with_entries(|entries| entries.values().map(|e| e.lease.clone()).collect())
+        self.read(|entries| entries.values().map(|e| e.lease.clone()).collect())
     }
 
     pub fn len(&self) -> usize {
-        self.with_entries(|entries| entries.len())
+        self.read(|entries| entries.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -160,7 +176,7 @@ impl InFlight {
     }
 
     pub fn views(&self) -> Vec<InFlightView> {
-        self.with_entries(|entries| {
+        self.read(|entries| {
             entries
                 .values()
                 .map(|e| InFlightView {
@@ -170,6 +186,7 @@ impl InFlight {
                     lease_epoch: e.lease.epoch,
                     started_at: e.started_at,
                     checkpoint: e.checkpoint.clone(),
+                    progress: e.progress,
                     state: e.state,
                 })
                 .collect()
@@ -188,6 +205,11 @@ impl InFlight {
                 })
                 .collect()
         })
+    }
+
+    /// A receiver that changes whenever anything about the held jobs changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// Resolves when no handler is working (every held job is parked, aborted or gone).

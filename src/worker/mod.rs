@@ -203,6 +203,7 @@ impl App {
             worker_name: config.name.clone(),
             store: store.clone(),
             handlers: runner.handlers.clone(),
+            sessions: Default::default(),
         });
         let server_stop = CancellationToken::new();
         let server = tokio::spawn(http::serve(listener, state, server_stop.clone()));

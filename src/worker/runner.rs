@@ -45,11 +45,16 @@ impl Runner {
         job: ClaimedJob,
         slot: OwnedSemaphorePermit,
     ) -> impl Future<Output = ()> + Send + 'static {
+        let progress = match (self.handlers.get(&job.kind), &job.checkpoint) {
+            (Some(handler), Some(checkpoint)) => handler.progress(&job.payload, checkpoint),
+            _ => None,
+        };
         let abandon = self.jobs.insert(
             job.lease.clone(),
             &job.kind,
             job.attempt,
             job.checkpoint.clone(),
+            progress,
         );
         async move {
             let span = tracing::info_span!(
@@ -80,6 +85,7 @@ impl Runner {
         let attempt = job.attempt;
         let ctx = JobContext::new(
             job,
+            handler.clone(),
             self.store.clone(),
             self.metrics.clone(),
             self.jobs.clone(),

@@ -1,0 +1,293 @@
+//! View models for the askama page templates: plain strings and numbers, formatted once here.
+
+use crate::lifecycle::{Phase, Status};
+use crate::store::{Job, JobStatus, ShutdownRecord, WorkerRow};
+use crate::worker::inflight::InFlightView;
+use askama::Template;
+use chrono::{DateTime, Utc};
+
+/// Common to every page (the layout reads it).
+pub struct Chrome {
+    pub title: String,
+    pub worker_name: String,
+    pub worker_id: String,
+    pub version: &'static str,
+    pub csrf: String,
+    pub active: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "worker.html")]
+pub struct WorkerPage {
+    pub chrome: Chrome,
+    pub status: StatusView,
+    /// The `/api/status` JSON, escaped for embedding in a `<script type="application/json">`.
+    pub status_json: String,
+}
+
+pub struct StatusView {
+    pub phase: String,
+    pub ready: bool,
+    pub store_up: bool,
+    pub trigger: Option<String>,
+    pub mode: Option<String>,
+    pub reason: Option<String>,
+    pub requested_by: Option<String>,
+    pub deadline: Option<String>,
+    pub cancellable: bool,
+    pub draining: bool,
+    pub outcome: Option<String>,
+    pub phases: Vec<PhaseView>,
+    pub in_flight: Vec<InFlightJobView>,
+}
+
+pub struct PhaseView {
+    pub phase: String,
+    pub entered_at: String,
+    pub duration: String,
+    pub current: bool,
+}
+
+pub struct InFlightJobView {
+    pub job_id: i64,
+    pub kind: String,
+    pub attempt: i32,
+    pub state: String,
+    pub checkpoint: String,
+    pub progress_percent: Option<u8>,
+}
+
+#[derive(Template)]
+#[template(path = "fleet.html")]
+pub struct FleetPage {
+    pub chrome: Chrome,
+    pub workers: Vec<FleetWorkerView>,
+    pub shutdowns: Vec<ShutdownView>,
+}
+
+pub struct FleetWorkerView {
+    pub id: String,
+    pub short_id: String,
+    pub name: String,
+    pub phase: String,
+    pub version: String,
+    pub heartbeat_age: String,
+    pub in_flight: i64,
+    pub listen_addr: String,
+    pub is_self: bool,
+    pub can_drain: bool,
+    pub declared_dead: bool,
+    pub drain_requested: Option<String>,
+}
+
+pub struct ShutdownView {
+    pub worker_name: String,
+    pub worker_short_id: String,
+    pub trigger: String,
+    pub mode: String,
+    pub outcome: String,
+    pub requested_by: String,
+    pub reason: String,
+    pub started_at: String,
+    pub duration: String,
+    pub jobs_released: i64,
+    pub phases: Vec<(String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+pub struct JobsPage {
+    pub chrome: Chrome,
+    pub status_filter: Option<String>,
+    pub counts: Vec<(String, i64)>,
+    pub jobs: Vec<JobView>,
+    pub limit: i64,
+    pub total_shown: usize,
+}
+
+pub struct JobView {
+    pub id: i64,
+    pub kind: String,
+    pub status: String,
+    pub attempts: String,
+    pub owner: String,
+    pub checkpoint: String,
+    pub error: String,
+    pub updated_at: String,
+    pub payload: String,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub error: Option<String>,
+    pub next: String,
+    pub worker_name: String,
+}
+
+/// Wall-clock time as shown on the pages.
+pub fn clock(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()
+}
+
+pub fn millis(ms: f64) -> String {
+    if ms >= 10_000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+fn short(id: &str) -> String {
+    id.chars().take(8).collect()
+}
+
+fn compact_json(value: Option<&serde_json::Value>) -> String {
+    value.map_or_else(|| "—".to_string(), |v| v.to_string())
+}
+
+/// JSON safe to embed inside a `<script>` element: no `</script>`, no HTML-significant characters.
+pub fn embeddable_json(value: &serde_json::Value) -> String {
+    value
+        .to_string()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+pub fn status_view(
+    status: &Status,
+    ready: bool,
+    store_up: bool,
+    in_flight: &[InFlightView],
+) -> StatusView {
+    let current = status.phases.len().saturating_sub(1);
+    StatusView {
+        phase: status.phase.to_string(),
+        ready,
+        store_up,
+        trigger: status.trigger.map(|t| t.to_string()),
+        mode: status.mode.map(|m| m.to_string()),
+        reason: status.reason.clone(),
+        requested_by: status.requested_by.clone(),
+        deadline: status.deadline.map(|d| d.to_rfc3339()),
+        cancellable: status.cancellable,
+        draining: status.phase != Phase::Running,
+        outcome: status.outcome.map(|o| o.to_string()),
+        phases: status
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(index, span)| PhaseView {
+                phase: span.phase.to_string(),
+                entered_at: clock(span.entered_at),
+                duration: span.duration_ms.map(millis).unwrap_or_default(),
+                current: index == current && status.phase != Phase::Stopped,
+            })
+            .collect(),
+        in_flight: in_flight
+            .iter()
+            .map(|job| InFlightJobView {
+                job_id: job.job_id,
+                kind: job.kind.clone(),
+                attempt: job.attempt,
+                state: serde_json::to_value(job.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                checkpoint: compact_json(job.checkpoint.as_ref()),
+                progress_percent: job.progress.map(|p| (p.clamp(0.0, 1.0) * 100.0) as u8),
+            })
+            .collect(),
+    }
+}
+
+pub fn fleet_worker_view(worker: &WorkerRow, self_id: &str, now: DateTime<Utc>) -> FleetWorkerView {
+    let age = (now - worker.heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0;
+    let live = worker.phase != Phase::Stopped && worker.declared_dead_at.is_none();
+    FleetWorkerView {
+        id: worker.id.clone(),
+        short_id: short(&worker.id),
+        name: worker.name.clone(),
+        phase: worker.phase.to_string(),
+        version: worker.version.clone(),
+        heartbeat_age: if worker.phase == Phase::Stopped {
+            "—".into()
+        } else {
+            format!("{age:.1}s ago")
+        },
+        in_flight: worker.in_flight,
+        listen_addr: worker.listen_addr.clone().unwrap_or_else(|| "—".into()),
+        is_self: worker.id == self_id,
+        can_drain: live && matches!(worker.phase, Phase::Running | Phase::Starting),
+        declared_dead: worker.declared_dead_at.is_some() && worker.phase != Phase::Stopped,
+        drain_requested: worker.drain_request.as_ref().map(|d| d.mode.to_string()),
+    }
+}
+
+pub fn shutdown_view(record: &ShutdownRecord) -> ShutdownView {
+    ShutdownView {
+        worker_name: record.worker_name.clone(),
+        worker_short_id: short(&record.worker_id),
+        trigger: record.trigger.to_string(),
+        mode: record.mode.to_string(),
+        outcome: record.outcome.to_string(),
+        requested_by: record.requested_by.clone().unwrap_or_default(),
+        reason: record.reason.clone().unwrap_or_default(),
+        started_at: clock(record.started_at),
+        duration: millis(record.duration_ms),
+        jobs_released: record.jobs_released,
+        phases: record
+            .phases
+            .iter()
+            .map(|p| {
+                (
+                    p.phase.to_string(),
+                    p.duration_ms.map(millis).unwrap_or_default(),
+                )
+            })
+            .collect(),
+    }
+}
+
+pub fn job_view(job: &Job) -> JobView {
+    JobView {
+        id: job.id,
+        kind: job.kind.clone(),
+        status: job.status.to_string(),
+        attempts: format!("{}/{}", job.attempts, job.max_attempts),
+        owner: job.owner.as_deref().map_or_else(|| "—".into(), short),
+        checkpoint: compact_json(job.checkpoint.as_ref()),
+        error: job.error.clone().unwrap_or_default(),
+        updated_at: clock(job.updated_at),
+        payload: job.payload.to_string(),
+    }
+}
+
+/// Counts for every status, in the order the page lists them.
+pub fn status_counts(counts: &[(JobStatus, i64)]) -> Vec<(String, i64)> {
+    JobStatus::ALL
+        .iter()
+        .map(|status| {
+            let count = counts
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, n)| *n);
+            (status.to_string(), count)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_json_cannot_close_its_script_element() {
+        let value = serde_json::json!({"reason": "</script><script>alert(1)</script> & more"});
+        let text = embeddable_json(&value);
+        assert!(!text.contains('<') && !text.contains('>') && !text.contains('&'));
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, value);
+    }
+}
