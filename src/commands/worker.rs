@@ -33,8 +33,8 @@ pub async fn run(args: WorkerArgs, traces: TraceFlusher) -> anyhow::Result<ExitC
     app.set_trace_flusher(traces);
     if app.token_generated {
         tracing::info!(
-            login = %format!("http://{}/?token={}", app.addr, app.admin_token),
-            "no --admin-token given; generated one for this run"
+            login = %format!("http://{}/login?token={}", app.addr, app.admin_token),
+            "no --admin-token given; generated one for this run (0.0.0.0 means any address of this host)"
         );
     }
     signals.forward_to(app.handle());

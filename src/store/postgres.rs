@@ -16,7 +16,13 @@ use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// The schema's migrations. Migrations applied by a newer binary are tolerated, so an older
+/// worker still starts during a rolling upgrade (migrations are only ever additive).
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/postgres");
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 /// How long an operation waits for a pooled connection before the store counts as unreachable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -160,7 +166,7 @@ impl Store for PostgresStore {
     async fn migrate(&self) -> StoreResult<()> {
         // sqlx's PostgreSQL migrator holds an advisory lock while it runs, so many workers
         // starting together apply each migration once.
-        Ok(MIGRATOR.run(&self.pool).await?)
+        Ok(migrator().run(&self.pool).await?)
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -26,7 +26,13 @@ macro_rules! now_ms {
     };
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The schema's migrations. Migrations applied by a newer binary are tolerated, so an older
+/// worker still starts during a rolling upgrade (migrations are only ever additive).
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/sqlite");
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 /// How long a writer waits for another process's write lock before reporting the store busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -189,7 +195,7 @@ impl Store for SqliteStore {
         // transaction fails and a second pass finds the migration applied.
         let mut attempt = 0;
         loop {
-            match MIGRATOR.run(&self.writer).await {
+            match migrator().run(&self.writer).await {
                 Ok(()) => return Ok(()),
                 Err(_) if attempt < 3 => {
                     attempt += 1;

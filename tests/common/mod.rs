@@ -222,6 +222,20 @@ impl WorkerProcess {
         Self::start_with(store, overrides, &[], &[]).await
     }
 
+    /// Starts `handover worker` configured only by environment variables (as a container would be);
+    /// HANDOVER_STORE and HANDOVER_NAME are set by the harness.
+    pub async fn start_env_only(store: &TestStore, env: &[(&str, &str)]) -> WorkerProcess {
+        let name = format!(
+            "w{}-{}",
+            std::process::id(),
+            NEXT_NAME.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut env: Vec<(&str, &str)> = env.to_vec();
+        env.push(("HANDOVER_STORE", &store.url));
+        env.push(("HANDOVER_NAME", &name));
+        Self::spawn_and_wait(store, name.clone(), vec!["worker".to_string()], &env).await
+    }
+
     /// Starts a worker with extra leading arguments (global flags) and environment variables.
     pub async fn start_with(
         store: &TestStore,
@@ -234,11 +248,21 @@ impl WorkerProcess {
             std::process::id(),
             NEXT_NAME.fetch_add(1, Ordering::SeqCst)
         );
+        let mut args: Vec<String> = global_args.iter().map(|a| a.to_string()).collect();
+        args.extend(worker_args(&store.url, &name, overrides));
+        Self::spawn_and_wait(store, name, args, env).await
+    }
+
+    async fn spawn_and_wait(
+        store: &TestStore,
+        name: String,
+        args: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let log_path = store.dir.path().join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = handover_command()
-            .args(global_args)
-            .args(worker_args(&store.url, &name, overrides))
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
