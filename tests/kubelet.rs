@@ -29,6 +29,9 @@ fn seconds(duration: &str) -> Duration {
     handover::cli::parse_duration(duration).unwrap()
 }
 
+/// What a prober or scraper saw, and when.
+type Log<T> = Arc<Mutex<Vec<(Instant, T)>>>;
+
 struct Manifest {
     termination_grace: Duration,
     /// Plain `value:` env entries of the worker container.
@@ -143,8 +146,8 @@ async fn deleting_the_pod_drains_cleanly_before_the_kubelet_would_kill_it() {
     .await;
 
     // The kubelet's readiness probe and Prometheus' scrape, at the manifest's periods.
-    let probes: Arc<Mutex<Vec<(Instant, Option<u16>)>>> = Arc::default();
-    let scrapes: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let probes: Log<Option<u16>> = Arc::default();
+    let scrapes: Log<String> = Arc::default();
     let (ready_url, metrics_url) = (pod.url("/readyz"), pod.url("/metrics"));
     let (probe_log, scrape_log) = (probes.clone(), scrapes.clone());
     let (period, timeout, interval) = (m.readiness_period, m.readiness_timeout, m.scrape_interval);

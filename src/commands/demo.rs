@@ -35,6 +35,10 @@ pub async fn run(args: DemoArgs, traces: TraceFlusher) -> anyhow::Result<ExitCod
     println!();
     println!("  handover demo: worker \"demo\" on {}", args.store);
     println!(
+        "  admin:   http://{}/login?token={}",
+        app.addr, app.admin_token
+    );
+    println!(
         "  status:  curl -H 'Authorization: Bearer {}' http://{}/api/status",
         app.admin_token, app.addr
     );

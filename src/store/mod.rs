@@ -325,6 +325,24 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// A driver error as one line: the database's own message where there is one.
+pub(crate) fn one_line(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string().replace('\n', " "),
+    }
+}
+
+/// Parses a wire name read back from the store (a bad one means a corrupt row).
+pub(crate) fn parse_enum<T: std::str::FromStr<Err = String>>(text: &str) -> StoreResult<T> {
+    text.parse().map_err(StoreError::Invalid)
+}
+
+/// For a batch write: which of the `asked` job ids the store `applied` to, in the order asked.
+pub(crate) fn applied_flags(asked: impl Iterator<Item = JobId>, applied: &[JobId]) -> Vec<bool> {
+    asked.map(|id| applied.contains(&id)).collect()
+}
+
 /// Chooses the worker a drain request is for, among the rows whose id or name is `worker`:
 /// exactly one live worker, or a clear error.
 pub(crate) fn pick_drain_target<'a>(

@@ -3,9 +3,9 @@
 //! and LISTEN/NOTIFY to wake idle workers and deliver drain requests at once.
 
 use super::{
-    ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport, Job, JobFilter, JobId, JobStatus,
-    Lease, NewJob, PhaseSpan, ShutdownRecord, Store, StoreError, StoreEvent, StoreResult,
-    WorkerRegistration, WorkerRow,
+    applied_flags, one_line, parse_enum, ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport,
+    Job, JobFilter, JobId, JobStatus, Lease, NewJob, PhaseSpan, ShutdownRecord, Store, StoreError,
+    StoreEvent, StoreResult, WorkerRegistration, WorkerRow,
 };
 use crate::lifecycle::Phase;
 use async_trait::async_trait;
@@ -59,17 +59,6 @@ impl PostgresStore {
             channel: format!("handover_{schema}"),
         })
     }
-}
-
-fn one_line(err: &sqlx::Error) -> String {
-    match err {
-        sqlx::Error::Database(db) => db.message().to_string(),
-        other => other.to_string().replace('\n', " "),
-    }
-}
-
-fn parse_enum<T: FromStr<Err = String>>(text: &str) -> StoreResult<T> {
-    text.parse().map_err(StoreError::Invalid)
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -155,10 +144,6 @@ fn lease_arrays(leases: &[&Lease]) -> (Vec<i64>, Vec<String>, Vec<i64>) {
         leases.iter().map(|l| l.owner.clone()).collect(),
         leases.iter().map(|l| l.epoch).collect(),
     )
-}
-
-fn applied_flags(asked: impl Iterator<Item = JobId>, applied: &[JobId]) -> Vec<bool> {
-    asked.map(|id| applied.contains(&id)).collect()
 }
 
 #[async_trait]

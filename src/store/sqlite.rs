@@ -6,9 +6,9 @@
 //! runnable index in order and stops at its limit; a batch drives primary-key lookups.
 
 use super::{
-    ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport, Job, JobFilter, JobId, JobStatus,
-    Lease, NewJob, PhaseSpan, ShutdownRecord, Store, StoreError, StoreResult, WorkerRegistration,
-    WorkerRow,
+    applied_flags, one_line, parse_enum, ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport,
+    Job, JobFilter, JobId, JobStatus, Lease, NewJob, PhaseSpan, ShutdownRecord, Store, StoreError,
+    StoreResult, WorkerRegistration, WorkerRow,
 };
 use crate::lifecycle::Phase;
 use async_trait::async_trait;
@@ -79,13 +79,6 @@ impl SqliteStore {
     }
 }
 
-fn one_line(err: &sqlx::Error) -> String {
-    match err {
-        sqlx::Error::Database(db) => db.message().to_string(),
-        other => other.to_string(),
-    }
-}
-
 fn millis_to_time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
@@ -98,10 +91,6 @@ fn parse_json(text: Option<String>) -> StoreResult<Option<Value>> {
     text.map(|t| serde_json::from_str(&t))
         .transpose()
         .map_err(|e| StoreError::Invalid(format!("corrupt JSON in store: {e}")))
-}
-
-fn parse_enum<T: std::str::FromStr<Err = String>>(text: &str) -> StoreResult<T> {
-    text.parse().map_err(StoreError::Invalid)
 }
 
 fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Job> {
@@ -173,11 +162,6 @@ fn shutdown_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ShutdownRecor
         jobs_released: row.try_get("jobs_released")?,
         forced_jobs,
     })
-}
-
-/// Which of `asked` appear in `applied` (by job id), in the order asked.
-fn applied_flags(asked: impl Iterator<Item = JobId>, applied: &[JobId]) -> Vec<bool> {
-    asked.map(|id| applied.contains(&id)).collect()
 }
 
 fn to_json_text<T: serde::Serialize>(value: &T) -> StoreResult<String> {

@@ -6,6 +6,7 @@ pub mod completer;
 pub mod health;
 pub mod heartbeat;
 pub mod inflight;
+pub mod reaper;
 pub mod rescuer;
 pub mod runner;
 
@@ -242,6 +243,7 @@ impl App {
     /// Runs until the machine reaches `stopped`, then serves a last scrape and stops the server.
     pub async fn run_until_stopped(self) -> ShutdownSummary {
         let tracker = TaskTracker::new();
+        reaper::start_if_init();
         let claim_wake = Arc::new(Notify::new());
         let beat_now = Arc::new(Notify::new());
         match self.store.subscribe().await {
