@@ -48,6 +48,15 @@ fn env_vars() -> BTreeSet<String> {
     vars.insert("HANDOVER_TEST_POSTGRES".into());
     vars.insert("HANDOVER_BIN".into());
     vars.insert("HANDOVER_CHAOS_SEED".into());
+    // Set by handover for exec children (SPEC §6), not read by it.
+    for for_children in [
+        "HANDOVER_JOB_ID",
+        "HANDOVER_ATTEMPT",
+        "HANDOVER_CHECKPOINT",
+        "HANDOVER_CHECKPOINT_FD",
+    ] {
+        vars.insert(for_children.into());
+    }
     // Injected by Kubernetes service links for a Service named `handover` (the manifest turns them
     // off; the guide explains why).
     for injected in [

@@ -156,13 +156,15 @@ async fn deleting_the_pod_drains_cleanly_before_the_kubelet_would_kill_it() {
         let mut ticks = tokio::time::interval(period);
         loop {
             ticks.tick().await;
+            // A probe counts from when it was sent, as the kubelet's does.
+            let sent = Instant::now();
             let status = client
                 .get(&ready_url)
                 .send()
                 .await
                 .ok()
                 .map(|r| r.status().as_u16());
-            probe_log.lock().unwrap().push((Instant::now(), status));
+            probe_log.lock().unwrap().push((sent, status));
         }
     });
     let scraper = tokio::spawn(async move {
