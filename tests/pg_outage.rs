@@ -20,7 +20,14 @@ fn cluster(action: &str) {
         .next()
         .expect("a cluster version");
     let status = Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &version, "main", action, "-m", "fast"])
+        .args([
+            "--skip-systemctl-redirect",
+            &version,
+            "main",
+            action,
+            "-m",
+            "fast",
+        ])
         .status()
         .expect("pg_ctlcluster");
     assert!(status.success(), "pg_ctlcluster {action} failed");
@@ -51,43 +58,76 @@ impl Drop for ServerDown {
 }
 
 async fn readiness(worker: &WorkerProcess) -> Option<u16> {
-    Some(reqwest::get(worker.url("/readyz")).await.ok()?.status().as_u16())
+    Some(
+        reqwest::get(worker.url("/readyz"))
+            .await
+            .ok()?
+            .status()
+            .as_u16(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_costs_readiness_not_jobs_and_does_not_trigger_a_mass_rescue() {
     let store = TestStore::postgres().await;
-    let specs: Vec<DemoSpec> = (0..4).map(|n| DemoSpec::timed(&format!("outage-{n}"), 0.25, 40)).collect();
+    let specs: Vec<DemoSpec> = (0..4)
+        .map(|n| DemoSpec::timed(&format!("outage-{n}"), 0.25, 40))
+        .collect();
     let mut ids = Vec::new();
     for spec in &specs {
         ids.push(store.submit("demo", spec.payload()).await);
     }
-    let timings = [("--heartbeat-interval", "200ms"), ("--lease-ttl", "2s"), ("--grace", "4s")];
+    let timings = [
+        ("--heartbeat-interval", "200ms"),
+        ("--lease-ttl", "2s"),
+        ("--grace", "4s"),
+    ];
     let a = WorkerProcess::start(&store, &timings).await;
     let mut b = WorkerProcess::start(&store, &timings).await;
     for id in &ids {
-        store.wait_for_checkpoint(*id, 1, Duration::from_secs(30)).await;
+        store
+            .wait_for_checkpoint(*id, 1, Duration::from_secs(30))
+            .await;
     }
 
     // 1. The store goes away for longer than the lease TTL; workers keep their jobs running.
     let outage = ServerDown::stop();
     for worker in [&a, &b] {
-        wait_for("readiness to drop", Duration::from_secs(10), || readiness(worker)).await;
-        wait_for("/readyz 503 and store_up 0", Duration::from_secs(10), || async {
-            let ready = readiness(worker).await?;
-            let metrics = reqwest::get(worker.url("/metrics")).await.ok()?.text().await.ok()?;
-            (ready == 503 && metric_value(&metrics, "handover_store_up") == Some(0.0)).then_some(())
+        wait_for("readiness to drop", Duration::from_secs(10), || {
+            readiness(worker)
         })
+        .await;
+        wait_for(
+            "/readyz 503 and store_up 0",
+            Duration::from_secs(10),
+            || async {
+                let ready = readiness(worker).await?;
+                let metrics = reqwest::get(worker.url("/metrics"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                (ready == 503 && metric_value(&metrics, "handover_store_up") == Some(0.0))
+                    .then_some(())
+            },
+        )
         .await;
         let status = worker.status().await;
         assert_eq!(status["phase"], "running", "an outage is not a shutdown");
-        assert_eq!(status["in_flight"].as_array().unwrap().len(), 2, "jobs keep running");
+        assert_eq!(
+            status["in_flight"].as_array().unwrap().len(),
+            2,
+            "jobs keep running"
+        );
     }
     // Hold the outage past the lease TTL (leases expire in the database's clock meanwhile).
     let held = Instant::now();
-    wait_for("the outage to outlast the lease TTL", Duration::from_secs(10), || async {
-        (held.elapsed() > Duration::from_millis(2500)).then_some(())
-    })
+    wait_for(
+        "the outage to outlast the lease TTL",
+        Duration::from_secs(10),
+        || async { (held.elapsed() > Duration::from_millis(2500)).then_some(()) },
+    )
     .await;
     drop(outage);
 
@@ -106,16 +146,25 @@ async fn an_outage_costs_readiness_not_jobs_and_does_not_trigger_a_mass_rescue()
     })
     .await;
     let second_outage = ServerDown::stop();
-    wait_for("b to notice the outage", Duration::from_secs(10), || async {
-        (readiness(&b).await? == 503).then_some(())
-    })
+    wait_for(
+        "b to notice the outage",
+        Duration::from_secs(10),
+        || async { (readiness(&b).await? == 503).then_some(()) },
+    )
     .await;
     let signalled = Instant::now();
     b.signal(Signal::SIGTERM);
     let status = b.wait_exit(Duration::from_secs(15)).await;
     let took = signalled.elapsed();
-    assert!(took < Duration::from_millis(4000 + 1000), "ended inside --grace: {took:?}");
-    assert!(status.code() == Some(3) || status.code() == Some(0), "log:\n{}", b.log());
+    assert!(
+        took < Duration::from_millis(4000 + 1000),
+        "ended inside --grace: {took:?}"
+    );
+    assert!(
+        status.code() == Some(3) || status.code() == Some(0),
+        "log:\n{}",
+        b.log()
+    );
     drop(second_outage);
 
     // Everything completes exactly once, with the right digests.
@@ -123,13 +172,22 @@ async fn an_outage_costs_readiness_not_jobs_and_does_not_trigger_a_mass_rescue()
         let job = store
             .wait_for_status(*id, JobStatus::Completed, Duration::from_secs(120))
             .await;
-        assert_eq!(job.result.unwrap()["digest"], spec.expected_digest(), "job {id}");
+        assert_eq!(
+            job.result.unwrap()["digest"],
+            spec.expected_digest(),
+            "job {id}"
+        );
     }
     let completions = store.store.completion_counts().await.unwrap();
     assert_eq!(completions.len(), ids.len());
     assert!(completions.iter().all(|(_, n)| *n == 1), "{completions:?}");
     // After the first outage no live owner's job was rescued: the only rescues are of b's jobs.
-    let metrics = reqwest::get(a.url("/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(a.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let rescued_by_a = metric_value(&metrics, "handover_jobs_rescued_total").unwrap();
     let b_record = store
         .store
@@ -141,7 +199,10 @@ async fn an_outage_costs_readiness_not_jobs_and_does_not_trigger_a_mass_rescue()
     if let Some(record) = &b_record {
         assert!(matches!(record.outcome, Outcome::Forced | Outcome::Clean));
     }
-    assert!(rescued_by_a <= 2.0, "a rescued only what b left behind, got {rescued_by_a}");
+    assert!(
+        rescued_by_a <= 2.0,
+        "a rescued only what b left behind, got {rescued_by_a}"
+    );
     assert!(
         metric_value(&metrics, "handover_heartbeat_failures_total").unwrap() >= 1.0,
         "heartbeat failures were counted"

@@ -45,16 +45,19 @@
 //!   by one dedicated thread that lives as long as the process (not by a tokio worker thread,
 //!   which `block_in_place` can turn into a blocking-pool thread that exits when idle).
 //! - PDEATHSIG reaches only the direct child. For the rest of its group, each worker keeps one
-//!   small reaper process, `handover-reaper`: a fork of the worker that closes every descriptor
+//!   small watchdog process, `handover-watch`: a fork of the worker that closes every descriptor
 //!   but the read end of a pipe on which the worker writes the process groups it starts and ends.
-//!   When the worker dies — even by SIGKILL — the kernel closes the write end; the reaper reads
+//!   When the worker dies — even by SIGKILL — the kernel closes the write end; the watchdog reads
 //!   EOF, SIGKILLs every group still listed, and exits.
 //! - Dropping a running handler future SIGKILLs the group as a last resort.
+//! - Children are spawned through [`crate::worker::reaper::spawn_registered`], so that when the
+//!   worker is PID 1 its orphan sweep never reaps one before tokio has collected its exit status.
 //!
 //! Unix only. PDEATHSIG, `close_range` and the `/proc` scan are Linux features; elsewhere those
 //! guarantees are lost, not correctness.
 
 use super::{CheckpointError, Handler, JobContext, JobError, JobOutcome};
+use crate::worker::reaper::{spawn_registered, Registration};
 use async_trait::async_trait;
 use nix::errno::Errno;
 use nix::libc;
@@ -73,6 +76,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{oneshot, watch};
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 /// The child's checkpoint descriptor.
 pub const CHECKPOINT_FD: RawFd = 3;
@@ -578,7 +582,8 @@ impl Handler for ExecHandler {
             .into_blocking_fd()
             .map_err(|e| JobError::Failed(format!("cannot create the checkpoint pipe: {e}")))?;
         let command = build_command(&payload, &ctx, &resume, write_end.as_raw_fd());
-        let mut child = spawn(command, write_end)
+        // `_registered` lives until the end: after the child has been waited for.
+        let (mut child, _registered) = spawn(command, write_end)
             .await
             .map_err(|e| JobError::Failed(format!("cannot start {program}: {e}")))?;
         let Some(pid) = child.id() else {
@@ -595,23 +600,22 @@ impl Handler for ExecHandler {
 
         let output = Arc::new(Output::new());
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        let stdout = AbortOnDropHandle::new(tokio::spawn(capture(
-            stdout.expect("stdout is piped"),
-            output.clone(),
-            Stream::Stdout,
-        )));
-        let stderr = AbortOnDropHandle::new(tokio::spawn(capture(
-            stderr.expect("stderr is piped"),
-            output.clone(),
-            Stream::Stderr,
-        )));
+        // The tasks log inside this job's span, and are aborted if this future is dropped.
+        let stdout = stdout.expect("stdout is piped");
+        let stdout = AbortOnDropHandle::new(tokio::spawn(
+            capture(stdout, output.clone(), Stream::Stdout).in_current_span(),
+        ));
+        let stderr = stderr.expect("stderr is piped");
+        let stderr = AbortOnDropHandle::new(tokio::spawn(
+            capture(stderr, output.clone(), Stream::Stderr).in_current_span(),
+        ));
         let (newest_tx, newest_rx) = watch::channel(None);
-        let reader = AbortOnDropHandle::new(tokio::spawn(read_checkpoints(
-            checkpoint_rx,
-            newest_tx,
-            output.clone(),
-        )));
-        let saver = AbortOnDropHandle::new(tokio::spawn(save_checkpoints(ctx.clone(), newest_rx)));
+        let reader = AbortOnDropHandle::new(tokio::spawn(
+            read_checkpoints(checkpoint_rx, newest_tx, output.clone()).in_current_span(),
+        ));
+        let saver = AbortOnDropHandle::new(tokio::spawn(
+            save_checkpoints(ctx.clone(), newest_rx).in_current_span(),
+        ));
 
         let mut term_sent = false;
         let waited = loop {
@@ -863,27 +867,28 @@ fn parse_proc_stat(stat: &str) -> Option<(char, i32)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The spawner thread and the reaper process
+// The spawner thread and the watchdog process
 
 struct Spawn {
     command: tokio::process::Command,
     /// The worker's copy of fd 3's write end: open until the fork, closed right after.
     keep_open: OwnedFd,
     runtime: tokio::runtime::Handle,
-    reply: oneshot::Sender<io::Result<tokio::process::Child>>,
+    reply: oneshot::Sender<io::Result<Spawned>>,
 }
+
+/// A started child, with the registration that keeps a PID-1 orphan sweep from reaping it
+/// (and so stealing its exit status) until it has been waited for.
+type Spawned = (tokio::process::Child, Registration);
 
 enum Request {
     Spawn(Box<Spawn>),
-    /// A child's group is gone; the reaper may forget it.
+    /// A child's group is gone; the watchdog may forget it.
     Forget(i32),
 }
 
 /// Starts a child on the spawner thread.
-async fn spawn(
-    command: tokio::process::Command,
-    keep_open: OwnedFd,
-) -> io::Result<tokio::process::Child> {
+async fn spawn(command: tokio::process::Command, keep_open: OwnedFd) -> io::Result<Spawned> {
     let (reply, answer) = oneshot::channel();
     let request = Request::Spawn(Box::new(Spawn {
         command,
@@ -936,12 +941,12 @@ fn send(request: Request, start: bool) -> bool {
 /// forking thread exits; this one lives as long as the process).
 fn spawner_loop(requests: mpsc::Receiver<Request>) {
     ensure_stdio_open();
-    let mut reaper = Reaper::default();
+    let mut watchdog = Watchdog::default();
     for request in requests {
         // A panic must not end this thread: its exit would SIGKILL every child it forked.
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match request {
-            Request::Spawn(spawn) => start_child(*spawn, &mut reaper),
-            Request::Forget(pgid) => reaper.forget(pgid),
+            Request::Spawn(spawn) => start_child(*spawn, &mut watchdog),
+            Request::Forget(pgid) => watchdog.forget(pgid),
         }));
         if handled.is_err() {
             tracing::error!("the exec spawner recovered from a panic");
@@ -949,7 +954,7 @@ fn spawner_loop(requests: mpsc::Receiver<Request>) {
     }
 }
 
-fn start_child(spawn: Spawn, reaper: &mut Reaper) {
+fn start_child(spawn: Spawn, watchdog: &mut Watchdog) {
     let Spawn {
         mut command,
         keep_open,
@@ -957,22 +962,22 @@ fn start_child(spawn: Spawn, reaper: &mut Reaper) {
         reply,
     } = spawn;
     let _runtime = runtime.enter();
-    let spawned = command.spawn();
+    let spawned = spawn_registered(|| command.spawn());
     // The child has its own copy on fd 3 now; ours must go, or fd 3 never reads EOF.
     drop(keep_open);
     match spawned {
-        Ok(child) => {
+        Ok((child, registration)) => {
             let pid = child.id().map(|p| p as i32);
             if let Some(pid) = pid {
-                reaper.watch(pid);
+                watchdog.watch(pid);
             }
-            if let Err(Ok(child)) = reply.send(Ok(child)) {
+            if let Err(Ok(spawned)) = reply.send(Ok((child, registration))) {
                 // The job went away while its child started.
                 if let Some(pid) = pid {
                     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                    reaper.forget(pid);
+                    watchdog.forget(pid);
                 }
-                drop(child);
+                drop(spawned);
             }
         }
         Err(err) => {
@@ -997,20 +1002,20 @@ fn ensure_stdio_open() {
     }
 }
 
-/// Process groups the reaper process tracks at most (far above any sane concurrency).
-const REAPER_CAPACITY: usize = 8192;
-/// After the reaper process could not be started, how long before trying again.
-const REAPER_RETRY: Duration = Duration::from_secs(10);
+/// Process groups the watchdog process tracks at most (far above any sane concurrency).
+const WATCHDOG_CAPACITY: usize = 8192;
+/// After the watchdog process could not be started, how long before trying again.
+const WATCHDOG_RETRY: Duration = Duration::from_secs(10);
 
-/// The worker's side of the `handover-reaper` process (see the module documentation).
+/// The worker's side of the `handover-watch` process (see the module documentation).
 #[derive(Default)]
-struct Reaper {
+struct Watchdog {
     process: Option<(libc::pid_t, OwnedFd)>,
     groups: HashSet<i32>,
     retry_at: Option<Instant>,
 }
 
-impl Reaper {
+impl Watchdog {
     fn watch(&mut self, pgid: i32) {
         self.groups.insert(pgid);
         self.record(pgid);
@@ -1032,38 +1037,42 @@ impl Reaper {
         }
     }
 
-    /// Replaces a missing, dead or stuck reaper with a new one that knows every live group.
+    /// Replaces a missing, dead or stuck watchdog with a new one that knows every live group.
     fn restart(&mut self) {
         if let Some((pid, lifeline)) = self.process.take() {
-            // Kill it first: closing its lifeline alone would make it kill every live group.
+            // Kill it first: closing its lifeline alone would make it kill every live group. Only
+            // while it is surely still our unreaped child (a PID-1 orphan sweep may have reaped
+            // it, and its pid been reused).
             // SAFETY: signalling and reaping our own child.
             unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
+                if libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) == 0 {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
             }
             drop(lifeline);
-            tracing::warn!("the handover-reaper process was gone or stuck; starting a new one");
+            tracing::warn!("the handover-watch process was gone or stuck; starting a new one");
         }
         if self.retry_at.is_some_and(|at| Instant::now() < at) {
             return;
         }
-        match start_reaper() {
+        match start_watchdog() {
             Ok((pid, lifeline)) => {
                 self.retry_at = None;
                 if !self.groups.iter().all(|g| write_record(&lifeline, *g)) {
-                    tracing::error!("cannot hand the live process groups to handover-reaper");
+                    tracing::error!("cannot hand the live process groups to handover-watch");
                 }
                 self.process = Some((pid, lifeline));
             }
             Err(err) => {
-                self.retry_at = Some(Instant::now() + REAPER_RETRY);
-                tracing::error!(%err, "cannot start handover-reaper: if this worker is killed, processes its jobs started may survive it");
+                self.retry_at = Some(Instant::now() + WATCHDOG_RETRY);
+                tracing::error!(%err, "cannot start handover-watch: if this worker is killed, processes its jobs started may survive it");
             }
         }
     }
 }
 
-/// Writes one record without blocking; false if the reaper is gone or not reading.
+/// Writes one record without blocking; false if the watchdog is gone or not reading.
 fn write_record(lifeline: &OwnedFd, record: i32) -> bool {
     let bytes = record.to_ne_bytes();
     // SAFETY: writing 4 bytes from a live buffer to a descriptor we own.
@@ -1071,22 +1080,22 @@ fn write_record(lifeline: &OwnedFd, record: i32) -> bool {
     written == bytes.len() as isize
 }
 
-/// Forks the reaper process; returns its pid and the write end of its lifeline.
-fn start_reaper() -> io::Result<(libc::pid_t, OwnedFd)> {
+/// Forks the watchdog process; returns its pid and the write end of its lifeline.
+fn start_watchdog() -> io::Result<(libc::pid_t, OwnedFd)> {
     // Close-on-exec from the start: a job child that inherited the write end would keep the
     // lifeline open after the worker died.
     let (read_end, write_end) = cloexec_pipe()?;
-    // A reaper that stops reading must never block a spawn.
+    // A watchdog that stops reading must never block a spawn.
     // SAFETY: as above.
     if unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } == -1 {
         return Err(io::Error::last_os_error());
     }
     let (read_fd, write_fd) = (read_end.as_raw_fd(), write_end.as_raw_fd());
-    // SAFETY: the child only runs `reaper_main`, which makes async-signal-safe calls and never
+    // SAFETY: the child only runs `watchdog_main`, which makes async-signal-safe calls and never
     // returns.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
-        0 => unsafe { reaper_main(read_fd, write_fd) },
+        0 => unsafe { watchdog_main(read_fd, write_fd) },
         pid => {
             drop(read_end);
             Ok((pid, write_end))
@@ -1124,13 +1133,13 @@ fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     }
 }
 
-/// The reaper process: a fork of the worker that keeps only its lifeline. Records are native
+/// The watchdog process: a fork of the worker that keeps only its lifeline. Records are native
 /// i32s: `+pgid` watch, `-pgid` forget. EOF means the worker is gone: SIGKILL what is left.
 ///
 /// # Safety
 /// Only in a freshly forked child. Everything here is async-signal-safe: system calls on the
 /// stack's data, no allocation, no locks.
-unsafe fn reaper_main(read_fd: RawFd, write_fd: RawFd) -> ! {
+unsafe fn watchdog_main(read_fd: RawFd, write_fd: RawFd) -> ! {
     let mut all: libc::sigset_t = std::mem::zeroed();
     libc::sigfillset(&mut all);
     libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
@@ -1139,7 +1148,7 @@ unsafe fn reaper_main(read_fd: RawFd, write_fd: RawFd) -> ! {
     #[cfg(target_os = "linux")]
     libc::prctl(
         libc::PR_SET_NAME,
-        c"handover-reaper".as_ptr() as libc::c_ulong,
+        c"handover-watch".as_ptr() as libc::c_ulong,
         0,
         0,
         0,
@@ -1151,7 +1160,7 @@ unsafe fn reaper_main(read_fd: RawFd, write_fd: RawFd) -> ! {
     close_from(1);
     libc::chdir(c"/".as_ptr());
 
-    let mut groups = [0 as libc::pid_t; REAPER_CAPACITY];
+    let mut groups = [0 as libc::pid_t; WATCHDOG_CAPACITY];
     let mut count = 0usize;
     let mut buf = [0u8; 4096];
     let mut filled = 0usize;
