@@ -129,7 +129,11 @@ async fn the_grace_deadline_forces_exit_and_keeps_the_last_checkpoint() {
         .checkpoint(&holder.lease, &checkpoint)
         .await
         .unwrap();
-    store.store.release(&[holder.lease]).await.unwrap();
+    store
+        .store
+        .release(&[holder.lease], std::time::Duration::ZERO)
+        .await
+        .unwrap();
 
     let grace = Duration::from_secs(1);
     let mut worker = WorkerProcess::start(&store, &[("--grace", "1s")]).await;

@@ -727,7 +727,7 @@ impl PhaseMachine {
 async fn release_until_written(store: SharedStore, leases: Vec<Lease>) -> StoreResult<Vec<bool>> {
     let mut delay = Duration::from_millis(50);
     loop {
-        match store.release(&leases).await {
+        match store.release(&leases, Duration::ZERO).await {
             Err(err) if err.is_transient() => {
                 tracing::warn!(%err, "hand-back failed; retrying");
                 tokio::time::sleep(delay).await;

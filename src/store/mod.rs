@@ -286,8 +286,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records a failed attempt: `failed` with `run_after = now + backoff`, or `dead` when exhausted.
     async fn fail(&self, lease: &Lease, error: &str, backoff: Duration)
         -> StoreResult<FailOutcome>;
-    /// Hands held jobs back to `pending`; returns, per lease, whether it was still held.
-    async fn release(&self, leases: &[Lease]) -> StoreResult<Vec<bool>>;
+    /// Hands held jobs back to `pending`, claimable again after `resume_after`; returns, per
+    /// lease, whether it was still held.
+    async fn release(&self, leases: &[Lease], resume_after: Duration) -> StoreResult<Vec<bool>>;
     /// Returns jobs whose lease expired to `pending` (or `dead` when out of attempts), and marks
     /// workers whose heartbeat is older than their lease TTL as declared dead. Returns the job ids.
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>>;

@@ -312,7 +312,7 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn release(&self, leases: &[Lease]) -> StoreResult<Vec<bool>> {
+    async fn release(&self, leases: &[Lease], resume_after: Duration) -> StoreResult<Vec<bool>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -321,7 +321,8 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         let applied: Vec<JobId> = sqlx::query_scalar(
             "UPDATE jobs j SET status = 'pending', owner = NULL, lease_expires_at = NULL, \
-                attempts = GREATEST(j.attempts - 1, 0), run_after = now(), updated_at = now() \
+                attempts = GREATEST(j.attempts - 1, 0), \
+                run_after = now() + $4 * interval '1 millisecond', updated_at = now() \
              FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS b(id, owner, epoch) \
              WHERE j.id = b.id AND j.owner = b.owner AND j.lease_epoch = b.epoch AND j.status = 'running' \
              RETURNING j.id",
@@ -329,6 +330,7 @@ impl Store for PostgresStore {
         .bind(&ids)
         .bind(&owners)
         .bind(&epochs)
+        .bind(millis(resume_after))
         .fetch_all(&mut *tx)
         .await?;
         if !applied.is_empty() {

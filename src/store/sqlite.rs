@@ -365,7 +365,7 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn release(&self, leases: &[Lease]) -> StoreResult<Vec<bool>> {
+    async fn release(&self, leases: &[Lease], resume_after: Duration) -> StoreResult<Vec<bool>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -373,7 +373,7 @@ impl Store for SqliteStore {
             "UPDATE jobs SET status = 'pending', owner = NULL, lease_expires_at = NULL, ",
             "attempts = MAX(attempts - 1, 0), run_after = ",
             now_ms!(),
-            ", updated_at = ",
+            " + ?2, updated_at = ",
             now_ms!(),
             " FROM (SELECT value FROM json_each(?1)) AS b ",
             "WHERE jobs.id = b.value ->> '$.job_id' AND jobs.owner = b.value ->> '$.owner' ",
@@ -381,6 +381,7 @@ impl Store for SqliteStore {
         );
         let applied: Vec<JobId> = sqlx::query_scalar(RELEASE)
             .bind(to_json_text(&leases)?)
+            .bind(duration_ms(resume_after))
             .fetch_all(&self.writer)
             .await?;
         Ok(applied_flags(

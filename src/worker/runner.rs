@@ -28,6 +28,10 @@ pub struct Runner {
     pub forced: CancellationToken,
 }
 
+/// A job that hands itself back outside a shutdown (exec exit 75) is claimable again only after
+/// this long, so a child that always yields cannot spin the fleet.
+const YIELD_PAUSE: Duration = Duration::from_secs(1);
+
 /// How long an abandoned handler may take to clean up before it is dropped.
 const HANDLER_CLEANUP: Duration = Duration::from_millis(800);
 
@@ -182,7 +186,10 @@ impl Runner {
             return;
         }
         let leases = std::slice::from_ref(lease);
-        match self.persist(|| self.store.release(leases)).await {
+        match self
+            .persist(|| self.store.release(leases, YIELD_PAUSE))
+            .await
+        {
             Some(Ok(applied)) if applied.first() == Some(&true) => {
                 self.metrics.released(kind, ReleaseReason::Yielded);
                 tracing::info!("job handed back at its own request");

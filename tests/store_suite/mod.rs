@@ -25,6 +25,7 @@ macro_rules! store_tests {
             stale_lease_writes_change_nothing_and_say_so,
             a_job_is_completed_at_most_once,
             release_keeps_the_checkpoint_and_does_not_count_an_attempt,
+            a_release_can_hold_the_job_back_for_a_while,
             failures_retry_with_backoff,
             exhausted_attempts_make_a_job_dead,
             rescue_returns_expired_leases_keeping_the_checkpoint,
@@ -160,7 +161,13 @@ pub async fn lease_epochs_grow_strictly_across_claims(store: SharedStore) {
             claimed.lease.epoch
         );
         last = claimed.lease.epoch;
-        assert_eq!(store.release(&[claimed.lease]).await.unwrap(), vec![true]);
+        assert_eq!(
+            store
+                .release(&[claimed.lease], std::time::Duration::ZERO)
+                .await
+                .unwrap(),
+            vec![true]
+        );
     }
     let job = store.get_job(ids[0]).await.unwrap().unwrap();
     assert_eq!(job.lease_epoch, last);
@@ -199,7 +206,10 @@ pub async fn stale_lease_writes_change_nothing_and_say_so(store: SharedStore) {
     store.submit(&[demo_job()]).await.unwrap();
     let stale = claim_one(&store, "w1", LONG).await.lease;
     store.checkpoint(&stale, &json!({"i": 1})).await.unwrap();
-    store.release(std::slice::from_ref(&stale)).await.unwrap();
+    store
+        .release(std::slice::from_ref(&stale), std::time::Duration::ZERO)
+        .await
+        .unwrap();
     let current = claim_one(&store, "w2", LONG).await.lease;
     store.checkpoint(&current, &json!({"i": 2})).await.unwrap();
 
@@ -210,7 +220,10 @@ pub async fn stale_lease_writes_change_nothing_and_say_so(store: SharedStore) {
         Err(StoreError::LeaseLost { .. })
     ));
     assert_eq!(
-        store.release(std::slice::from_ref(&stale)).await.unwrap(),
+        store
+            .release(std::slice::from_ref(&stale), std::time::Duration::ZERO)
+            .await
+            .unwrap(),
         vec![false]
     );
     assert_eq!(
@@ -253,7 +266,13 @@ pub async fn a_job_is_completed_at_most_once(store: SharedStore) {
         .collect();
     assert_eq!(store.complete(&items).await.unwrap(), vec![true, true]);
     assert_eq!(store.complete(&items).await.unwrap(), vec![false, false]);
-    assert_eq!(store.release(&leases).await.unwrap(), vec![false, false]);
+    assert_eq!(
+        store
+            .release(&leases, std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        vec![false, false]
+    );
     let counts = store.completion_counts().await.unwrap();
     assert_eq!(counts, vec![(ids[0], 1), (ids[1], 1)]);
     let job = store.get_job(ids[0]).await.unwrap().unwrap();
@@ -269,7 +288,13 @@ pub async fn release_keeps_the_checkpoint_and_does_not_count_an_attempt(store: S
         .checkpoint(&claimed.lease, &json!({"i": 5}))
         .await
         .unwrap();
-    assert_eq!(store.release(&[claimed.lease]).await.unwrap(), vec![true]);
+    assert_eq!(
+        store
+            .release(&[claimed.lease], std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        vec![true]
+    );
     let job = store.get_job(ids[0]).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Pending);
     assert_eq!(job.owner, None);
@@ -279,6 +304,30 @@ pub async fn release_keeps_the_checkpoint_and_does_not_count_an_attempt(store: S
     let again = claim_one(&store, "w2", LONG).await;
     assert_eq!(again.attempt, 1);
     assert_eq!(again.checkpoint, Some(json!({"i": 5})));
+}
+
+pub async fn a_release_can_hold_the_job_back_for_a_while(store: SharedStore) {
+    let ids = store.submit(&[demo_job()]).await.unwrap();
+    let claimed = claim_one(&store, "w1", LONG).await;
+    let held_back = store
+        .release(
+            std::slice::from_ref(&claimed.lease),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(held_back, vec![true]);
+    let job = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Pending);
+    assert!(job.run_after > chrono::Utc::now() + chrono::Duration::minutes(50));
+    assert!(
+        store
+            .claim("w2", &kinds(), 5, LONG)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not claimable before resume_after"
+    );
 }
 
 pub async fn failures_retry_with_backoff(store: SharedStore) {
@@ -438,7 +487,10 @@ pub async fn heartbeat_reports_leases_the_worker_lost(store: SharedStore) {
         .map(|j| j.lease)
         .collect();
     // Someone else ends up holding the first job.
-    store.release(&leases[..1]).await.unwrap();
+    store
+        .release(&leases[..1], std::time::Duration::ZERO)
+        .await
+        .unwrap();
     claim_one(&store, "w2", LONG).await;
     let report = store.heartbeat("w1", 2, LONG).await.unwrap();
     assert_eq!(report.renewed, leases[1..].to_vec());
