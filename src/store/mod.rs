@@ -231,19 +231,22 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err),
-            sqlx::Error::Database(ref db) if is_busy(db.as_ref()) => StoreError::Unavailable(err),
+            sqlx::Error::Database(ref db) if is_transient(db.as_ref()) => {
+                StoreError::Unavailable(err)
+            }
             other => StoreError::Database(other),
         }
     }
 }
 
-fn is_busy(err: &dyn sqlx::error::DatabaseError) -> bool {
+fn is_transient(err: &dyn sqlx::error::DatabaseError) -> bool {
     // SQLite's SQLITE_BUSY (5) and SQLITE_LOCKED (6) are transient; so are PostgreSQL's
-    // connection-exception (08xxx) and admin-shutdown (57P0x) classes.
+    // connection-exception (08xxx), transaction-rollback (40xxx: serialization failure,
+    // deadlock) and admin-shutdown (57P0x) classes: retrying the same write may succeed.
     matches!(err.code().as_deref(), Some("5" | "6" | "517" | "262"))
-        || err
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+        || err.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("40") || code.starts_with("57P")
+        })
 }
 
 impl StoreError {
@@ -302,11 +305,12 @@ pub trait Store: Send + Sync + 'static {
     /// Clears a declared-dead mark for a worker that turned out to be alive (only while running).
     async fn revive_worker(&self, worker_id: &str) -> StoreResult<()>;
     async fn set_worker_phase(&self, worker_id: &str, phase: Phase) -> StoreResult<()>;
-    /// Renews the worker row and the leases of all its running jobs together.
+    /// Renews the worker row and the given leases together. Only these leases are renewed: a job
+    /// the worker no longer holds (abandoned, or given up) must be left to expire and be rescued.
     async fn heartbeat(
         &self,
         worker_id: &str,
-        in_flight: i64,
+        held: &[Lease],
         lease_ttl: Duration,
     ) -> StoreResult<HeartbeatReport>;
     /// Marks the worker stopped.

@@ -137,7 +137,8 @@ fn shutdown_from_row(row: &PgRow) -> StoreResult<ShutdownRecord> {
     })
 }
 
-/// The lease columns of a batch, as parallel arrays for `UNNEST`.
+/// The lease columns of a batch as parallel arrays for `UNNEST`, in job-id order: every batch
+/// write locks its rows in that order, so two batches cannot deadlock.
 fn lease_arrays(leases: &[&Lease]) -> (Vec<i64>, Vec<String>, Vec<i64>) {
     (
         leases.iter().map(|l| l.job_id).collect(),
@@ -200,6 +201,7 @@ impl Store for PostgresStore {
         if limit == 0 || kinds.is_empty() {
             return Ok(Vec::new());
         }
+        let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
             "WITH picked AS ( \
                 SELECT id FROM jobs \
@@ -215,8 +217,11 @@ impl Store for PostgresStore {
         .bind(millis(lease_ttl))
         .bind(kinds)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        // Committed before any job is handed to the worker: a heartbeat on another connection
+        // must see every lease the worker holds.
+        tx.commit().await?;
         let mut claimed = rows
             .iter()
             .map(|row| {
@@ -263,9 +268,14 @@ impl Store for PostgresStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let leases: Vec<&Lease> = items.iter().map(|(lease, _)| lease).collect();
+        let mut sorted: Vec<&(Lease, Value)> = items.iter().collect();
+        sorted.sort_by_key(|(lease, _)| lease.job_id);
+        let leases: Vec<&Lease> = sorted.iter().map(|(lease, _)| lease).collect();
         let (ids, owners, epochs) = lease_arrays(&leases);
-        let results: Vec<String> = items.iter().map(|(_, result)| result.to_string()).collect();
+        let results: Vec<String> = sorted
+            .iter()
+            .map(|(_, result)| result.to_string())
+            .collect();
         let applied: Vec<JobId> = sqlx::query_scalar(
             "UPDATE jobs j SET status = 'completed', result = b.result::jsonb, error = NULL, \
                 lease_expires_at = NULL, updated_at = now() \
@@ -279,7 +289,10 @@ impl Store for PostgresStore {
         .bind(&results)
         .fetch_all(&self.pool)
         .await?;
-        Ok(applied_flags(ids.into_iter(), &applied))
+        Ok(applied_flags(
+            items.iter().map(|(lease, _)| lease.job_id),
+            &applied,
+        ))
     }
 
     async fn fail(
@@ -316,7 +329,8 @@ impl Store for PostgresStore {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let refs: Vec<&Lease> = leases.iter().collect();
+        let mut refs: Vec<&Lease> = leases.iter().collect();
+        refs.sort_by_key(|lease| lease.job_id);
         let (ids, owners, epochs) = lease_arrays(&refs);
         let mut tx = self.pool.begin().await?;
         let applied: Vec<JobId> = sqlx::query_scalar(
@@ -340,7 +354,10 @@ impl Store for PostgresStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(applied_flags(ids.into_iter(), &applied))
+        Ok(applied_flags(
+            leases.iter().map(|lease| lease.job_id),
+            &applied,
+        ))
     }
 
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
@@ -440,9 +457,13 @@ impl Store for PostgresStore {
     async fn heartbeat(
         &self,
         worker_id: &str,
-        in_flight: i64,
+        held: &[Lease],
         lease_ttl: Duration,
     ) -> StoreResult<HeartbeatReport> {
+        let mut sorted: Vec<&Lease> = held.iter().collect();
+        sorted.sort_by_key(|lease| lease.job_id);
+        let ids: Vec<i64> = sorted.iter().map(|l| l.job_id).collect();
+        let epochs: Vec<i64> = sorted.iter().map(|l| l.epoch).collect();
         let mut tx = self.pool.begin().await?;
         // Take any drain request in the same statement that touches the row.
         let touched = sqlx::query(
@@ -454,15 +475,20 @@ impl Store for PostgresStore {
              RETURNING old.drain_mode, old.drain_reason, old.drain_requested_by, old.drain_requested_at",
         )
         .bind(worker_id)
-        .bind(in_flight)
+        .bind(held.len() as i64)
         .fetch_optional(&mut *tx)
         .await?;
+        // Rows are locked in id order, like every batch write, so two batches cannot deadlock.
         let renewed = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = now() + $2 * interval '1 millisecond' \
-             WHERE owner = $1 AND status = 'running' RETURNING id, lease_epoch",
+            "UPDATE jobs j SET lease_expires_at = now() + $2 * interval '1 millisecond' \
+             FROM UNNEST($3::bigint[], $4::bigint[]) AS b(id, epoch) \
+             WHERE j.id = b.id AND j.lease_epoch = b.epoch AND j.owner = $1 AND j.status = 'running' \
+             RETURNING j.id, j.lease_epoch",
         )
         .bind(worker_id)
         .bind(millis(lease_ttl))
+        .bind(&ids)
+        .bind(&epochs)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

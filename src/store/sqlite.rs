@@ -490,7 +490,7 @@ impl Store for SqliteStore {
     async fn heartbeat(
         &self,
         worker_id: &str,
-        in_flight: i64,
+        held: &[Lease],
         lease_ttl: Duration,
     ) -> StoreResult<HeartbeatReport> {
         const TOUCH_WORKER: &str = concat!(
@@ -500,15 +500,17 @@ impl Store for SqliteStore {
             "RETURNING drain_mode, drain_reason, drain_requested_by, drain_requested_at"
         );
         const RENEW_LEASES: &str = concat!(
-            "UPDATE jobs INDEXED BY jobs_running_owner SET lease_expires_at = ",
+            "UPDATE jobs SET lease_expires_at = ",
             now_ms!(),
-            " + ?2 WHERE owner = ?1 AND status = 'running' RETURNING id, lease_epoch"
+            " + ?2 FROM (SELECT value FROM json_each(?3)) AS b ",
+            "WHERE jobs.id = b.value ->> '$.job_id' AND jobs.lease_epoch = b.value ->> '$.epoch' ",
+            "AND jobs.owner = ?1 AND +jobs.status = 'running' RETURNING jobs.id, jobs.lease_epoch"
         );
         // The first statement writes, so the transaction holds the write lock from its start.
         let mut tx = self.writer.begin().await?;
         let touched = sqlx::query(TOUCH_WORKER)
             .bind(worker_id)
-            .bind(in_flight)
+            .bind(held.len() as i64)
             .fetch_optional(&mut *tx)
             .await?;
         let mut report = HeartbeatReport {
@@ -531,11 +533,16 @@ impl Store for SqliteStore {
                 .await?;
             }
         }
-        let renewed = sqlx::query(RENEW_LEASES)
-            .bind(worker_id)
-            .bind(duration_ms(lease_ttl))
-            .fetch_all(&mut *tx)
-            .await?;
+        let renewed = if held.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query(RENEW_LEASES)
+                .bind(worker_id)
+                .bind(duration_ms(lease_ttl))
+                .bind(to_json_text(&held)?)
+                .fetch_all(&mut *tx)
+                .await?
+        };
         tx.commit().await?;
         report.renewed = renewed
             .iter()

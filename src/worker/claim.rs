@@ -11,6 +11,9 @@ use tokio::sync::{watch, Mutex, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// When jobs are waiting but few slots are free, how long to let more slots free up before claiming.
+const CLAIM_LINGER: Duration = Duration::from_millis(1);
+
 /// The switch the phase machine uses to stop and restart claiming.
 pub struct ClaimControl {
     allowed: watch::Sender<bool>,
@@ -65,6 +68,8 @@ impl ClaimLoop {
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut allowed = self.control.allowed.subscribe();
         let mut failures = 0u32;
+        // The last claim found as many jobs as it asked for: more are probably waiting.
+        let mut queue_busy = false;
         loop {
             if !*allowed.borrow_and_update() {
                 tokio::select! {
@@ -80,6 +85,14 @@ impl ClaimLoop {
             let mut permits = vec![first];
             while let Ok(permit) = slots.clone().try_acquire_owned() {
                 permits.push(permit);
+            }
+            if queue_busy && permits.len() < self.concurrency / 2 {
+                // Jobs are waiting and slots free up as completions commit: let a few more free up,
+                // so one claim (one commit) takes many jobs rather than a trickle of small claims.
+                tokio::time::sleep(CLAIM_LINGER).await;
+                while let Ok(permit) = slots.clone().try_acquire_owned() {
+                    permits.push(permit);
+                }
             }
             let asked = permits.len();
             let gate = self.control.in_progress.lock().await;
@@ -103,6 +116,7 @@ impl ClaimLoop {
                         // Registered before the gate opens, so a pausing machine sees every job.
                         self.tracker.spawn(self.runner.clone().start(job, permit));
                     }
+                    queue_busy = got == asked;
                     (got < asked).then_some(self.poll_interval)
                 }
                 Err(err) => {

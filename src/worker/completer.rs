@@ -3,10 +3,14 @@
 
 use crate::store::{Lease, SharedStore, StoreError, StoreResult};
 use serde_json::Value;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// At most this many completions share one statement.
 const MAX_BATCH: usize = 512;
+/// When a batch is not full, wait this long for more: every statement is a commit (an fsync on
+/// PostgreSQL), so under load fuller batches are worth far more than this latency.
+const LINGER: Duration = Duration::from_millis(1);
 
 struct Completion {
     lease: Lease,
@@ -46,6 +50,10 @@ impl Completer {
 async fn write_batches(store: SharedStore, mut receiver: mpsc::UnboundedReceiver<Completion>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if batch.len() < MAX_BATCH {
+            let room = MAX_BATCH - batch.len();
+            let _ = tokio::time::timeout(LINGER, receiver.recv_many(&mut batch, room)).await;
+        }
         let (items, replies): (Vec<_>, Vec<_>) = batch
             .drain(..)
             .map(|c| ((c.lease, c.result), c.reply))

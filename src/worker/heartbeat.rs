@@ -44,8 +44,7 @@ impl Heartbeat {
         let held = self.jobs.leases();
         let answer = tokio::time::timeout(
             self.interval.max(Duration::from_secs(1)),
-            self.store
-                .heartbeat(&self.worker_id, held.len() as i64, self.lease_ttl),
+            self.store.heartbeat(&self.worker_id, &held, self.lease_ttl),
         )
         .await;
         let report = match answer {

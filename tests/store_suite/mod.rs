@@ -33,6 +33,7 @@ macro_rules! store_tests {
             rescue_leaves_live_leases_alone,
             heartbeat_renews_every_lease_of_the_worker,
             heartbeat_reports_leases_the_worker_lost,
+            heartbeat_never_renews_a_lease_the_worker_let_go,
             heartbeat_tells_a_worker_it_was_declared_dead,
             drain_requests_are_delivered_once,
             drain_requests_for_unknown_or_stopped_workers_are_refused,
@@ -457,7 +458,7 @@ pub async fn heartbeat_renews_every_lease_of_the_worker(store: SharedStore) {
         .into_iter()
         .map(|j| j.lease)
         .collect();
-    let report = store.heartbeat("w1", 2, LONG).await.unwrap();
+    let report = store.heartbeat("w1", &leases, LONG).await.unwrap();
     assert!(report.worker_known);
     let mut renewed = report.renewed.clone();
     renewed.sort_by_key(|l| l.job_id);
@@ -492,8 +493,46 @@ pub async fn heartbeat_reports_leases_the_worker_lost(store: SharedStore) {
         .await
         .unwrap();
     claim_one(&store, "w2", LONG).await;
-    let report = store.heartbeat("w1", 2, LONG).await.unwrap();
+    let report = store.heartbeat("w1", &leases, LONG).await.unwrap();
     assert_eq!(report.renewed, leases[1..].to_vec());
+}
+
+pub async fn heartbeat_never_renews_a_lease_the_worker_let_go(store: SharedStore) {
+    // The worker abandoned the first job (it believed the lease lost, or gave up a write) but the
+    // row still names it: it must expire and be rescued, not be kept alive by the heartbeat.
+    store
+        .register_worker(&registration("w1", LONG))
+        .await
+        .unwrap();
+    let ids = store.submit(&[demo_job(), demo_job()]).await.unwrap();
+    let leases: Vec<Lease> = store
+        .claim("w1", &kinds(), 2, Duration::from_millis(300))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.lease)
+        .collect();
+    let still_held = &leases[1..];
+    let rescued = eventually("the let-go lease to expire and be rescued", || {
+        let store = store.clone();
+        let still_held = still_held.to_vec();
+        async move {
+            let report = store
+                .heartbeat("w1", &still_held, Duration::from_millis(300))
+                .await
+                .unwrap();
+            assert_eq!(report.renewed, still_held);
+            let rescued = store.rescue_expired().await.unwrap();
+            (!rescued.is_empty()).then_some(rescued)
+        }
+    })
+    .await;
+    assert_eq!(rescued, vec![ids[0]]);
+    assert_eq!(
+        store.get_job(ids[1]).await.unwrap().unwrap().status,
+        JobStatus::Running,
+        "the held lease was renewed all along"
+    );
 }
 
 pub async fn heartbeat_tells_a_worker_it_was_declared_dead(store: SharedStore) {
@@ -510,9 +549,9 @@ pub async fn heartbeat_tells_a_worker_it_was_declared_dead(store: SharedStore) {
         }
     })
     .await;
-    assert!(!store.heartbeat("w1", 0, LONG).await.unwrap().worker_known);
+    assert!(!store.heartbeat("w1", &[], LONG).await.unwrap().worker_known);
     store.revive_worker("w1").await.unwrap();
-    assert!(store.heartbeat("w1", 0, LONG).await.unwrap().worker_known);
+    assert!(store.heartbeat("w1", &[], LONG).await.unwrap().worker_known);
 }
 
 pub async fn drain_requests_are_delivered_once(store: SharedStore) {
@@ -529,13 +568,17 @@ pub async fn drain_requests_are_delivered_once(store: SharedStore) {
     let row = store.request_drain("name-w1", &request).await.unwrap();
     assert_eq!(row.id, "w1");
     assert_eq!(row.drain_request.as_ref().unwrap().mode, Mode::Finish);
-    let delivered = store.heartbeat("w1", 0, LONG).await.unwrap().drain_request;
+    let delivered = store
+        .heartbeat("w1", &[], LONG)
+        .await
+        .unwrap()
+        .drain_request;
     let delivered = delivered.expect("the heartbeat delivers the request");
     assert_eq!(delivered.reason.as_deref(), Some("deploy 42"));
     assert_eq!(delivered.requested_by.as_deref(), Some("alice"));
     assert!(delivered.requested_at.is_some());
     assert!(store
-        .heartbeat("w1", 0, LONG)
+        .heartbeat("w1", &[], LONG)
         .await
         .unwrap()
         .drain_request
