@@ -29,6 +29,9 @@ fn seconds(duration: &str) -> Duration {
     handover::cli::parse_duration(duration).unwrap()
 }
 
+/// How long the worker may take to handle SIGTERM before its readiness must have failed.
+const SIGNAL_HANDLING_ALLOWANCE: Duration = Duration::from_millis(100);
+
 /// What a prober or scraper saw, and when.
 type Log<T> = Arc<Mutex<Vec<(Instant, T)>>>;
 
@@ -202,14 +205,24 @@ async fn deleting_the_pod_drains_cleanly_before_the_kubelet_would_kill_it() {
     );
 
     let probes = probes.lock().unwrap().clone();
-    let first_after = probes
+    // A probe that reaches the worker while it is still handling the signal may pass; the flip
+    // itself takes well under a millisecond on an idle machine (benches: "SIGTERM → /readyz 503"),
+    // and tens of milliseconds at worst on this loaded 2-core CI box. Every probe sent later fails.
+    let settled = deleted + SIGNAL_HANDLING_ALLOWANCE;
+    let after: Vec<Option<u16>> = probes
         .iter()
-        .find(|(at, _)| *at > deleted)
-        .expect("a probe after SIGTERM");
+        .filter(|(at, _)| *at > settled)
+        .map(|(_, status)| *status)
+        .collect();
+    assert!(!after.is_empty(), "a probe after SIGTERM");
     assert_eq!(
-        first_after.1,
+        after[0],
         Some(503),
         "readiness failed on the first probe after SIGTERM"
+    );
+    assert!(
+        after.iter().all(|status| *status != Some(200)),
+        "no probe after SIGTERM passed: {after:?}"
     );
     let scrapes = scrapes.lock().unwrap().clone();
     let last = &scrapes.last().expect("scrapes").1;
