@@ -1,9 +1,10 @@
 //! The shared store suite on PostgreSQL (each test in its own schema), plus what only the fleet
 //! store does: LISTEN/NOTIFY wake-ups.
 
-#[path = "common/postgres.rs"]
-mod pg;
+mod common;
 mod store_suite;
+
+use common::postgres as pg;
 
 use handover::lifecycle::Mode;
 use handover::store::{DrainRequest, NewJob, StoreEvent, WorkerRegistration};

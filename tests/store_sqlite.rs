@@ -1,5 +1,6 @@
 //! The shared store suite on the embedded SQLite backend, each test on its own file.
 
+mod common;
 mod store_suite;
 
 use handover::store::{SharedStore, StoreUrl};

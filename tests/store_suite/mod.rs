@@ -10,7 +10,7 @@ use handover::store::{
 };
 use serde_json::json;
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Generates one `#[tokio::test]` per rule for a backend; `$fixture` is an async expression
 /// returning a value with a `store()` method (kept alive for the test's duration).
@@ -75,23 +75,13 @@ fn registration(id: &str, lease_ttl: Duration) -> WorkerRegistration {
     }
 }
 
-/// Polls `check` every 20 ms until it returns Some, or panics after WAIT_LIMIT.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+/// Waits for `check` to return Some (the harness's `wait_for`, with the suite's limit).
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < WAIT_LIMIT,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::common::wait_for(what, WAIT_LIMIT, check).await
 }
 
 async fn claim_one(store: &SharedStore, owner: &str, ttl: Duration) -> handover::store::ClaimedJob {
