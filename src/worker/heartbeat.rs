@@ -66,12 +66,13 @@ impl Heartbeat {
         };
         self.health.succeeded();
         for lease in held.iter().filter(|lease| !report.renewed.contains(lease)) {
-            tracing::warn!(
-                job_id = lease.job_id,
-                epoch = lease.epoch,
-                "heartbeat found the lease lost"
-            );
-            self.jobs.lose(lease);
+            if self.jobs.lose(lease) {
+                tracing::warn!(
+                    job_id = lease.job_id,
+                    epoch = lease.epoch,
+                    "heartbeat found the lease lost"
+                );
+            }
         }
         if !report.worker_known {
             if self.machine.phase() == Phase::Running {

@@ -32,6 +32,9 @@ struct Entry {
     state: JobState,
     abandon: CancellationToken,
     checkpoints_saved: u64,
+    /// The handler has returned: the attempt's own fenced write (complete, fail, hand back) now
+    /// decides its fate, so a heartbeat that races that write is no news.
+    handler_returned: bool,
 }
 
 /// A held job as shown by the status API and pages.
@@ -119,6 +122,7 @@ impl InFlight {
             state: JobState::Running,
             abandon: abandon.clone(),
             checkpoints_saved: 0,
+            handler_returned: false,
         };
         self.with_entries(|entries| entries.insert(lease.job_id, entry));
         abandon
@@ -151,15 +155,30 @@ impl InFlight {
         self.with_entries(|entries| entries.remove(&job_id));
     }
 
-    /// Abandons the job if this exact lease is still registered (the heartbeat found it lost).
-    pub fn lose(&self, lease: &Lease) {
-        self.read(|entries| {
-            if let Some(entry) = entries.get(&lease.job_id) {
-                if entry.lease == *lease {
-                    entry.abandon.cancel();
-                }
+    /// Notes that the job's handler has returned (nothing a page shows changes).
+    pub fn handler_returned(&self, job_id: JobId) {
+        if let Some(entry) = self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&job_id)
+        {
+            entry.handler_returned = true;
+        }
+    }
+
+    /// The heartbeat found this lease no longer held: abandons the handler if this exact lease is
+    /// still registered and its handler still working. Returns whether it did. A job whose handler
+    /// has returned is left to its own fenced write, which reports a lost lease itself (and usually
+    /// is the very write, a completion, that ended the lease under the heartbeat's feet).
+    pub fn lose(&self, lease: &Lease) -> bool {
+        self.read(|entries| match entries.get(&lease.job_id) {
+            Some(entry) if entry.lease == *lease && !entry.handler_returned => {
+                entry.abandon.cancel();
+                true
             }
-        });
+            _ => false,
+        })
     }
 
     /// The leases currently held.
@@ -222,5 +241,49 @@ impl InFlight {
     pub async fn wait_until_empty(&self) {
         let mut receiver = self.counts.subscribe();
         let _ = receiver.wait_for(|(_, held)| *held == 0).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry_with_one_job() -> (InFlight, Lease, CancellationToken) {
+        let jobs = InFlight::new(IntGauge::new("held", "held jobs").unwrap());
+        let lease = Lease {
+            job_id: 7,
+            owner: "worker-a".into(),
+            epoch: 3,
+        };
+        let abandon = jobs.insert(lease.clone(), "noop", 1, None, None);
+        (jobs, lease, abandon)
+    }
+
+    #[test]
+    fn a_lost_lease_abandons_a_working_handler() {
+        let (jobs, lease, abandon) = registry_with_one_job();
+        assert!(jobs.lose(&lease));
+        assert!(abandon.is_cancelled());
+    }
+
+    #[test]
+    fn a_lease_of_another_epoch_is_not_this_job() {
+        let (jobs, lease, abandon) = registry_with_one_job();
+        let older = Lease {
+            epoch: lease.epoch - 1,
+            ..lease
+        };
+        assert!(!jobs.lose(&older));
+        assert!(!abandon.is_cancelled());
+    }
+
+    #[test]
+    fn a_heartbeat_racing_the_final_write_is_no_news() {
+        // The completion committed between the heartbeat's snapshot and its statement: the lease
+        // is gone because the job is done, which the completion's own answer reports.
+        let (jobs, lease, abandon) = registry_with_one_job();
+        jobs.handler_returned(lease.job_id);
+        assert!(!jobs.lose(&lease));
+        assert!(!abandon.is_cancelled());
     }
 }

@@ -109,7 +109,9 @@ impl Runner {
             _ = abandon.cancelled() => Ending::LeaseLost,
             _ = self.forced.cancelled() => Ending::Forced,
         };
-        if !matches!(ending, Ending::Returned(_)) {
+        if matches!(ending, Ending::Returned(_)) {
+            self.jobs.handler_returned(job_id);
+        } else {
             // Tell the handler to stop now and give it a moment to clean up (an exec job kills its
             // process group and waits for it to exit); a handler that does not listen is dropped.
             abandon.cancel();
