@@ -114,7 +114,15 @@ impl PostgresStore {
         let hot_pool = PgPoolOptions::new()
             .max_connections(HOT_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| Box::pin(check_hot_settings(conn)))
             .connect_lazy_with(options.options(HOT_CONNECTION_SETTINGS));
+        // Connect one now, so that a connection that loses its settings is an error at start.
+        drop(hot_pool.acquire().await.map_err(|e| {
+            StoreError::Invalid(format!(
+                "cannot connect to PostgreSQL store {display}: {}",
+                one_line(&e)
+            ))
+        })?);
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&pool)
             .await?;
@@ -123,6 +131,29 @@ impl PostgresStore {
             hot_pool,
             channel: format!("handover_{schema}"),
         })
+    }
+}
+
+/// Refuses a hot connection whose startup settings did not arrive (a connection pooler that drops
+/// or ignores the `options` startup parameter): its plans would not be pinned and the audit
+/// trigger would write a second audit row for each of its completions.
+async fn check_hot_settings(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    let kept: bool = sqlx::query_scalar(
+        "SELECT current_setting('handover.completion_audit', true) IS NOT DISTINCT FROM 'statement' \
+            AND current_setting('enable_sort') = 'off' AND current_setting('enable_seqscan') = 'off' \
+            AND current_setting('enable_bitmapscan') = 'off'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if kept {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Configuration(
+            "the connection lost its startup settings (\"options\"); a connection pooler in \
+             front of PostgreSQL must pass them through (PgBouncer: session pooling, and not \
+             ignore_startup_parameters = options)"
+                .into(),
+        ))
     }
 }
 
@@ -821,5 +852,17 @@ mod tests {
         counts.sort();
         assert_eq!(counts, vec![(ours.job_id, 1), (older.job_id, 1)]);
         drop_schema(&schema).await;
+    }
+    #[tokio::test]
+    async fn a_connection_without_its_settings_is_refused_with_the_reason() {
+        // What a pooler that drops the `options` startup parameter hands over.
+        use sqlx::Connection;
+        let mut plain = sqlx::PgConnection::connect(&server()).await.unwrap();
+        let err = check_hot_settings(&mut plain)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lost its startup settings"), "{err}");
+        assert!(err.contains("PgBouncer"), "{err}");
     }
 }
