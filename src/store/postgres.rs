@@ -37,15 +37,16 @@ const POOL_CONNECTIONS: u32 = 5;
 /// Connections per worker for the hot statements: the claim loop, the completion writer and the
 /// heartbeat each use one at a time.
 const HOT_CONNECTIONS: u32 = 3;
-/// How the hot statements' connections are set up. The completion statement writes its own audit
-/// rows, which the audit trigger (kept for older workers and manual updates) is told to leave to
-/// it. And their planning: a queue table's statistics are stale by nature (a
-/// burst of submissions arrives, then the claims drain it), and the planner, believing few jobs
-/// runnable or running, picked plans whose cost grows with the table: a claim that sorted every
-/// runnable job (seen: 83,000 rows sorted on disk to hand out 4), batched writes that scanned the
-/// table or every running job for each row. Ruling out sorts, sequential and bitmap scans leaves
-/// the plans that scale: the claim walks `jobs_runnable` in claim order and stops at the limit;
-/// a batched write probes the primary key once per row.
+/// How the hot statements' connections are set up.
+/// - `handover.completion_audit = statement`: the completion statement writes its own audit rows,
+///   and the audit trigger (kept for older workers and manual updates) leaves them to it.
+/// - No sorts, sequential or bitmap scans. A queue table's statistics are stale by nature (a burst
+///   of submissions arrives, then the claims drain it), and the planner, believing few jobs
+///   runnable or running, picked plans whose cost grows with the table: a claim that sorted every
+///   runnable job (seen: 83,000 rows sorted on disk to hand out 4), batched writes that scanned the
+///   table or every running job for each row. Without those, the plans left are the ones that
+///   scale: the claim walks `jobs_runnable` in claim order and stops at the limit; a batched write
+///   probes the primary key once per row.
 const HOT_CONNECTION_SETTINGS: [(&str, &str); 4] = [
     ("handover.completion_audit", "statement"),
     ("enable_sort", "off"),
