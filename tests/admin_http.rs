@@ -284,22 +284,16 @@ async fn the_json_api_lists_submits_and_refuses_bad_input() {
     let not_found = worker.admin_post("/fleet/nobody/drain", json!({})).await;
     assert_eq!(not_found.status(), 404);
 
-    for (method, path) in [
-        ("DELETE", "/api/jobs"),
-        ("GET", "/logout"),
-        ("PUT", "/fleet/x/drain"),
-        ("POST", "/api/workers"),
-        ("POST", "/api/events"),
-        ("DELETE", "/"),
-    ] {
-        let response = http
-            .request(method.parse().unwrap(), worker.url(path))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 405, "{method} {path}");
-    }
+    worker
+        .assert_methods_not_allowed(&[
+            ("DELETE", "/api/jobs"),
+            ("GET", "/logout"),
+            ("PUT", "/fleet/x/drain"),
+            ("POST", "/api/workers"),
+            ("POST", "/api/events"),
+            ("DELETE", "/"),
+        ])
+        .await;
     for path in ["/api/workers", "/api/shutdowns", "/api/jobs", "/api/events"] {
         assert_eq!(
             http.get(worker.url(path)).send().await.unwrap().status(),
@@ -307,24 +301,15 @@ async fn the_json_api_lists_submits_and_refuses_bad_input() {
             "{path}"
         );
     }
-    let css = http
-        .get(worker.url("/static/admin.css"))
-        .send()
-        .await
-        .unwrap();
-    assert!(css.headers()[CONTENT_TYPE]
-        .to_str()
-        .unwrap()
-        .starts_with("text/css"));
-    let js = http
-        .get(worker.url("/static/admin.js"))
-        .send()
-        .await
-        .unwrap();
-    assert!(js.headers()[CONTENT_TYPE]
-        .to_str()
-        .unwrap()
-        .starts_with("application/javascript"));
+    for (path, content_type) in [
+        ("/static/admin.css", "text/css"),
+        ("/static/admin.js", "application/javascript"),
+    ] {
+        let asset = http.get(worker.url(path)).send().await.unwrap();
+        assert_eq!(asset.status(), 200, "{path}");
+        let got = asset.headers()[CONTENT_TYPE].to_str().unwrap().to_string();
+        assert!(got.starts_with(content_type), "{path}: {got}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

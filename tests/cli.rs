@@ -117,95 +117,47 @@ async fn unsafe_worker_timings_are_refused() {
 #[tokio::test]
 async fn submit_validates_every_payload_before_writing_anything() {
     let store = TestStore::new().await;
-    let url = store.url.as_str();
-    assert_refused(
-        &[
-            "submit",
-            "--store",
-            url,
-            "--kind",
-            "demo",
-            "--payload",
-            "{seed",
-        ],
-        1,
-        "--payload is not valid JSON",
-    );
-    assert_refused(
-        &[
-            "submit",
-            "--store",
-            url,
-            "--kind",
-            "demo",
-            "--payload",
-            r#"{"seed": 1, "iterations": 5}"#,
-        ],
-        1,
-        "invalid demo payload",
-    );
-    assert_refused(
-        &["submit", "--store", url, "--kind", "demo"],
-        1,
-        "missing field `seed`",
-    );
-    assert_refused(
-        &["submit", "--store", url, "--kind", "bad kind!"],
-        1,
-        "invalid job kind",
-    );
-    assert_refused(
-        &["submit", "--store", url, "--kind", "noop", "--", "ls"],
-        1,
-        "only for --kind exec",
-    );
-
     let file = store.dir.path().join("jobs.jsonl");
-    std::fs::write(
-        &file,
-        "{\"seed\":\"a\",\"iterations\":5}\n\n{\"seed\":\"b\",\"iterations\":\"many\"}\n",
-    )
-    .unwrap();
-    assert_refused(
-        &[
-            "submit",
-            "--store",
-            url,
-            "--kind",
-            "demo",
-            "--from-file",
-            file.to_str().unwrap(),
-        ],
-        1,
-        "job 2 of 2: invalid demo payload",
-    );
-    std::fs::write(&file, "{\"seed\":\"a\",\"iterations\":5}\nnot json\n").unwrap();
-    assert_refused(
-        &[
-            "submit",
-            "--store",
-            url,
-            "--kind",
-            "demo",
-            "--from-file",
-            file.to_str().unwrap(),
-        ],
-        1,
-        "line 2 of",
-    );
-    assert_refused(
-        &[
-            "submit",
-            "--store",
-            url,
-            "--kind",
-            "demo",
-            "--from-file",
-            "/no/such/file",
-        ],
-        1,
-        "cannot read /no/such/file",
-    );
+    let file_arg = file.to_str().unwrap();
+    // (what follows `submit --store URL --kind`, the jobs file's content if any, the error)
+    let refusals: [(&[&str], Option<&str>, &str); 8] = [
+        (
+            &["demo", "--payload", "{seed"],
+            None,
+            "--payload is not valid JSON",
+        ),
+        (
+            &["demo", "--payload", r#"{"seed": 1, "iterations": 5}"#],
+            None,
+            "invalid demo payload",
+        ),
+        (&["demo"], None, "missing field `seed`"),
+        (&["bad kind!"], None, "invalid job kind"),
+        (&["noop", "--", "ls"], None, "only for --kind exec"),
+        (
+            &["demo", "--from-file", file_arg],
+            Some("{\"seed\":\"a\",\"iterations\":5}\n\n{\"seed\":\"b\",\"iterations\":\"many\"}\n"),
+            "job 2 of 2: invalid demo payload",
+        ),
+        (
+            &["demo", "--from-file", file_arg],
+            Some("{\"seed\":\"a\",\"iterations\":5}\nnot json\n"),
+            "line 2 of",
+        ),
+        (
+            &["demo", "--from-file", "/no/such/file"],
+            None,
+            "cannot read /no/such/file",
+        ),
+    ];
+    for (rest, file_content, message) in refusals {
+        if let Some(content) = file_content {
+            std::fs::write(&file, content).unwrap();
+        }
+        let mut args = vec!["submit", "--store", store.url.as_str(), "--kind"];
+        args.extend_from_slice(rest);
+        assert_refused(&args, 1, message);
+    }
     assert!(
         store.store.count_jobs().await.unwrap().is_empty(),
         "a rejected submission writes nothing"

@@ -69,22 +69,16 @@ async fn wrong_methods_unknown_paths_and_malformed_bodies_are_refused() {
     let worker = WorkerProcess::start(&store, &[]).await;
     let client = reqwest::Client::new();
 
-    for (method, path) in [
-        ("POST", "/readyz"),
-        ("POST", "/livez"),
-        ("DELETE", "/metrics"),
-        ("GET", "/drain"),
-        ("GET", "/drain/cancel"),
-        ("POST", "/api/status"),
-    ] {
-        let response = client
-            .request(method.parse().unwrap(), worker.url(path))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 405, "{method} {path}");
-    }
+    worker
+        .assert_methods_not_allowed(&[
+            ("POST", "/readyz"),
+            ("POST", "/livez"),
+            ("DELETE", "/metrics"),
+            ("GET", "/drain"),
+            ("GET", "/drain/cancel"),
+            ("POST", "/api/status"),
+        ])
+        .await;
     let missing = client
         .get(worker.url("/no/such/page"))
         .send()

@@ -101,29 +101,25 @@ impl PostgresStore {
     pub async fn open(url: &str, display: &str) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid(format!("invalid PostgreSQL URL {display}: {e}")))?;
+        let unreachable = |e: sqlx::Error| {
+            StoreError::Invalid(format!(
+                "cannot connect to PostgreSQL store {display}: {}",
+                one_line(&e)
+            ))
+        };
         let pool = PgPoolOptions::new()
             .max_connections(POOL_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await
-            .map_err(|e| {
-                StoreError::Invalid(format!(
-                    "cannot connect to PostgreSQL store {display}: {}",
-                    one_line(&e)
-                ))
-            })?;
+            .map_err(unreachable)?;
         let hot_pool = PgPoolOptions::new()
             .max_connections(HOT_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(|conn, _| Box::pin(check_hot_settings(conn)))
             .connect_lazy_with(options.options(HOT_CONNECTION_SETTINGS));
         // Connect one now, so that a connection that loses its settings is an error at start.
-        drop(hot_pool.acquire().await.map_err(|e| {
-            StoreError::Invalid(format!(
-                "cannot connect to PostgreSQL store {display}: {}",
-                one_line(&e)
-            ))
-        })?);
+        drop(hot_pool.acquire().await.map_err(unreachable)?);
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&pool)
             .await?;
@@ -139,11 +135,13 @@ impl PostgresStore {
 /// or ignores the `options` startup parameter): its plans would not be pinned and the audit
 /// trigger would write a second audit row for each of its completions.
 async fn check_hot_settings(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    let (names, values): (Vec<&str>, Vec<&str>) = HOT_CONNECTION_SETTINGS.into_iter().unzip();
     let kept: bool = sqlx::query_scalar(
-        "SELECT current_setting('handover.completion_audit', true) IS NOT DISTINCT FROM 'statement' \
-            AND current_setting('enable_sort') = 'off' AND current_setting('enable_seqscan') = 'off' \
-            AND current_setting('enable_bitmapscan') = 'off'",
+        "SELECT bool_and(current_setting(name, true) IS NOT DISTINCT FROM value) \
+         FROM UNNEST($1::text[], $2::text[]) AS s(name, value)",
     )
+    .bind(&names)
+    .bind(&values)
     .fetch_one(&mut *conn)
     .await?;
     if kept {
@@ -749,7 +747,7 @@ mod tests {
             .unwrap();
     }
 
-    async fn plan_text(rows: Vec<PgRow>) -> String {
+    fn plan_text(rows: Vec<PgRow>) -> String {
         rows.iter()
             .map(|row| row.get::<String, _>(0))
             .collect::<Vec<_>>()
@@ -770,8 +768,7 @@ mod tests {
                 .fetch_all(&store.hot_pool)
                 .await
                 .unwrap(),
-        )
-        .await;
+        );
         assert!(
             claim.contains("Index Scan using jobs_runnable") && !claim.contains("Sort"),
             "the claim must walk jobs_runnable in order and stop at the limit:\n{claim}"
@@ -796,8 +793,7 @@ mod tests {
                 .fetch_all(&store.hot_pool)
                 .await
                 .unwrap(),
-        )
-        .await;
+        );
         let renew = plan_text(
             sqlx::query(&format!("EXPLAIN {RENEW_SQL}"))
                 .bind("worker-a")
@@ -807,8 +803,7 @@ mod tests {
                 .fetch_all(&store.hot_pool)
                 .await
                 .unwrap(),
-        )
-        .await;
+        );
         for (name, plan) in [("completion", complete), ("renewal", renew)] {
             assert!(
                 plan.contains("Index Scan using jobs_pkey")

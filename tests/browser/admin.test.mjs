@@ -210,14 +210,20 @@ describe('admin pages in a real browser', { timeout: 240_000 }, () => {
     if (screenshots.length) console.log(`screenshots:\n  ${screenshots.join('\n  ')}`);
   });
 
-  test('a handoff drain clicked on the worker page is followed live to stopped', { timeout: 180_000 }, async () => {
-    const store = await freshStore('handoff');
+  /** A fresh store holding one demo job, a worker on it, and a desktop-sized page on which
+   *  Content-Security-Policy violations and script errors are collected. */
+  async function workerWithJob(label) {
+    const store = await freshStore(label);
     const jobId = await submitDemoJob(store.url);
     const worker = startWorker(store.url);
     const base = `http://${await workerAddress(store.url, worker)}`;
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();
-    const seen = watchPage(page);
+    return { store, jobId, worker, base, context, page, seen: watchPage(page) };
+  }
+
+  test('a handoff drain clicked on the worker page is followed live to stopped', { timeout: 180_000 }, async () => {
+    const { store, jobId, worker, base, context, page, seen } = await workerWithJob('handoff');
 
     await diagnose('handoff', page, worker, async () => {
       await login(page, base);
@@ -287,13 +293,7 @@ describe('admin pages in a real browser', { timeout: 240_000 }, () => {
   });
 
   test('a finish drain is cancelled from the page, then SIGTERM stops the worker cleanly', { timeout: 180_000 }, async () => {
-    const store = await freshStore('cancel');
-    const jobId = await submitDemoJob(store.url);
-    const worker = startWorker(store.url);
-    const base = `http://${await workerAddress(store.url, worker)}`;
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    const page = await context.newPage();
-    const seen = watchPage(page);
+    const { jobId, worker, base, context, page, seen } = await workerWithJob('cancel');
 
     await diagnose('cancel', page, worker, async () => {
       await login(page, base);
@@ -330,13 +330,7 @@ describe('admin pages in a real browser', { timeout: 240_000 }, () => {
   });
 
   test('when the worker vanishes without a word the page says so and stays usable', { timeout: 120_000 }, async () => {
-    const store = await freshStore('vanish');
-    await submitDemoJob(store.url);
-    const worker = startWorker(store.url);
-    const base = `http://${await workerAddress(store.url, worker)}`;
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    const page = await context.newPage();
-    const seen = watchPage(page);
+    const { worker, base, context, page, seen } = await workerWithJob('vanish');
 
     await diagnose('vanish', page, worker, async () => {
       await login(page, base);

@@ -356,6 +356,40 @@ impl WorkerProcess {
             .unwrap()
     }
 
+    /// SIGTERMs a worker whose jobs cannot stop in time and asserts the forced exit (code 3)
+    /// arrived between `earliest` and `latest` after the signal.
+    pub async fn sigterm_expecting_forced_exit(&mut self, earliest: Duration, latest: Duration) {
+        let signalled = Instant::now();
+        self.signal(Signal::SIGTERM);
+        let status = self.wait_exit(latest + Duration::from_secs(10)).await;
+        let took = signalled.elapsed();
+        assert_eq!(
+            status.code(),
+            Some(3),
+            "forced exit code; log:\n{}",
+            self.log()
+        );
+        assert!(
+            took >= earliest,
+            "forced only after {earliest:?} ({took:?})"
+        );
+        assert!(took < latest, "exited within {latest:?} ({took:?})");
+    }
+
+    /// Asserts that each (method, path) is answered 405, even with the admin token.
+    pub async fn assert_methods_not_allowed(&self, routes: &[(&str, &str)]) {
+        let client = reqwest::Client::new();
+        for (method, path) in routes {
+            let response = client
+                .request(method.parse().unwrap(), self.url(path))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 405, "{method} {path}");
+        }
+    }
+
     /// Scrapes /metrics and returns the value of one sample line (exact name with labels).
     pub async fn metric(&self, sample: &str) -> f64 {
         let text = reqwest::get(self.url("/metrics"))
