@@ -55,6 +55,64 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}; use a duration such as 500ms, 5s or 2m"))
 }
 
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// The range each duration flag accepts: `(flag, least, most)`. Every sum and product the worker
+/// makes of these (deadlines, lease expiry, twice the heartbeat) stays far inside what `Instant`,
+/// `chrono` and SQL timestamps hold.
+pub const DURATION_LIMITS: &[(&str, Duration, Duration)] = &[
+    ("--grace", Duration::from_millis(1), DAY),
+    ("--drain-delay", Duration::ZERO, HOUR),
+    ("--heartbeat-interval", Duration::from_millis(1), HOUR),
+    ("--lease-ttl", Duration::from_millis(2), DAY),
+    ("--poll-interval", Duration::from_millis(1), HOUR),
+    ("--final-scrape-wait", Duration::ZERO, HOUR),
+];
+
+/// Parses a duration for `flag` and checks it against [`DURATION_LIMITS`].
+pub fn parse_bounded_duration(flag: &str, text: &str) -> Result<Duration, String> {
+    let (_, least, most) = DURATION_LIMITS
+        .iter()
+        .find(|(name, _, _)| *name == flag)
+        .copied()
+        .unwrap_or((flag, Duration::ZERO, DAY));
+    let value = parse_duration(text)?;
+    if value < least {
+        return Err(if least == Duration::from_millis(1) {
+            "must be longer than 0s".to_string()
+        } else {
+            format!("must be at least {}", humantime::format_duration(least))
+        });
+    }
+    if value > most {
+        return Err(format!(
+            "must be at most {}",
+            humantime::format_duration(most)
+        ));
+    }
+    Ok(value)
+}
+
+fn grace(text: &str) -> Result<Duration, String> {
+    parse_bounded_duration("--grace", text)
+}
+fn drain_delay(text: &str) -> Result<Duration, String> {
+    parse_bounded_duration("--drain-delay", text)
+}
+fn heartbeat_interval(text: &str) -> Result<Duration, String> {
+    parse_bounded_duration("--heartbeat-interval", text)
+}
+fn lease_ttl(text: &str) -> Result<Duration, String> {
+    parse_bounded_duration("--lease-ttl", text)
+}
+fn poll_interval(text: &str) -> Result<Duration, String> {
+    parse_bounded_duration("--poll-interval", text)
+}
+fn final_scrape_wait(text: &str) -> Result<Duration, String> {
+    parse_bounded_duration("--final-scrape-wait", text)
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Store URL: sqlite://PATH (embedded) or postgres://USER@HOST/DB.
@@ -85,23 +143,24 @@ pub struct WorkerArgs {
     pub concurrency: Option<u32>,
 
     /// Bound on the whole shutdown; past it the forced path runs and the exit code is 3.
-    #[arg(long, env = "HANDOVER_GRACE", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "HANDOVER_GRACE", default_value = "30s", value_parser = grace, value_name = "DURATION")]
     pub grace: Duration,
 
     /// Time in `draining` before jobs are checkpointed, for load balancers to notice readiness.
-    #[arg(long, env = "HANDOVER_DRAIN_DELAY", default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "HANDOVER_DRAIN_DELAY", default_value = "0s", value_parser = drain_delay, value_name = "DURATION")]
     pub drain_delay: Duration,
 
-    /// How often the worker row and all its leases are renewed.
-    #[arg(long, env = "HANDOVER_HEARTBEAT_INTERVAL", default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
-    pub heartbeat_interval: Duration,
+    /// How often the worker row and all its leases are renewed [default: 3s, or a third of
+    /// --lease-ttl when that is shorter than 9s].
+    #[arg(long, env = "HANDOVER_HEARTBEAT_INTERVAL", value_parser = heartbeat_interval, value_name = "DURATION")]
+    pub heartbeat_interval: Option<Duration>,
 
     /// How long a lease lasts without renewal before a rescuer may hand the job to another worker.
-    #[arg(long, env = "HANDOVER_LEASE_TTL", default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "HANDOVER_LEASE_TTL", default_value = "15s", value_parser = lease_ttl, value_name = "DURATION")]
     pub lease_ttl: Duration,
 
     /// How often an idle worker looks for new jobs.
-    #[arg(long, env = "HANDOVER_POLL_INTERVAL", default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "HANDOVER_POLL_INTERVAL", default_value = "250ms", value_parser = poll_interval, value_name = "DURATION")]
     pub poll_interval: Duration,
 
     /// Token for the admin API and pages [default: generated and logged at start].
@@ -114,7 +173,7 @@ pub struct WorkerArgs {
     pub admin_token: Option<String>,
 
     /// After deregistering, keep serving /metrics until one more scrape or this long.
-    #[arg(long, env = "HANDOVER_FINAL_SCRAPE_WAIT", default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "HANDOVER_FINAL_SCRAPE_WAIT", default_value = "0s", value_parser = final_scrape_wait, value_name = "DURATION")]
     pub final_scrape_wait: Duration,
 }
 

@@ -41,7 +41,15 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", first_line(&format!("{err:#}")));
-            ExitCode::from(EXIT_ERROR)
+            // A configuration that cannot work is a bad command line, like a bad flag.
+            if err
+                .chain()
+                .any(|cause| cause.is::<handover::worker::ConfigError>())
+            {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(EXIT_ERROR)
+            }
         }
     }
 }

@@ -73,7 +73,7 @@ pub async fn run(args: DemoArgs, traces: TraceFlusher) -> anyhow::Result<ExitCod
         "  {} job(s) handed back with their checkpoints; run the demo again to resume them.",
         record.jobs_released
     );
-    Ok(exit_code(summary.outcome()))
+    Ok(exit_code(&summary))
 }
 
 fn format_ms(ms: f64) -> String {

@@ -10,6 +10,8 @@ use crate::cli::{Cli, Command};
 use crate::telemetry::tracing::TraceFlusher;
 use std::process::ExitCode;
 
+/// Exit code of an error (a shutdown whose writes the store never took included).
+pub const EXIT_ERROR: u8 = 1;
 /// Exit code of a shutdown that took the forced path.
 pub const EXIT_FORCED: u8 = 3;
 

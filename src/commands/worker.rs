@@ -1,9 +1,9 @@
 //! `handover worker`: build the app, forward signals, run until stopped, exit 0 (clean) or 3 (forced).
 
-use super::EXIT_FORCED;
+use super::{EXIT_ERROR, EXIT_FORCED};
 use crate::cli::WorkerArgs;
 use crate::jobs::Registry;
-use crate::lifecycle::{signals::SignalListener, Outcome};
+use crate::lifecycle::{signals::SignalListener, Outcome, ShutdownSummary};
 use crate::telemetry::tracing::TraceFlusher;
 use crate::worker::{default_concurrency, default_worker_name, App, WorkerConfig};
 use std::process::ExitCode;
@@ -18,7 +18,9 @@ pub fn config_from_args(args: WorkerArgs) -> WorkerConfig {
             .map_or_else(default_concurrency, |n| n as usize),
         grace: args.grace,
         drain_delay: args.drain_delay,
-        heartbeat_interval: args.heartbeat_interval,
+        heartbeat_interval: args
+            .heartbeat_interval
+            .unwrap_or_else(|| WorkerConfig::default_heartbeat(args.lease_ttl)),
         lease_ttl: args.lease_ttl,
         poll_interval: args.poll_interval,
         admin_token: args.admin_token,
@@ -39,12 +41,21 @@ pub async fn run(args: WorkerArgs, traces: TraceFlusher) -> anyhow::Result<ExitC
     }
     signals.forward_to(app.handle());
     let summary = app.run_until_stopped().await;
-    Ok(exit_code(summary.outcome()))
+    Ok(exit_code(&summary))
 }
 
-pub fn exit_code(outcome: Outcome) -> ExitCode {
-    match outcome {
-        Outcome::Clean => ExitCode::SUCCESS,
+/// 0 clean, 3 forced, 1 when a write of the shutdown never reached the store (its jobs are then
+/// left to lease expiry and rescue, and a script must not read the exit as a clean hand-back).
+pub fn exit_code(summary: &ShutdownSummary) -> ExitCode {
+    match summary.outcome() {
         Outcome::Forced => ExitCode::from(EXIT_FORCED),
+        Outcome::Clean if !summary.unwritten.is_empty() => {
+            tracing::error!(
+                unwritten = ?summary.unwritten,
+                "the store did not take every write of this shutdown"
+            );
+            ExitCode::from(EXIT_ERROR)
+        }
+        Outcome::Clean => ExitCode::SUCCESS,
     }
 }

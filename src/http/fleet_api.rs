@@ -25,7 +25,7 @@ pub(super) fn store_error(err: StoreError) -> Response {
         StoreError::NotFound(message) => error(StatusCode::NOT_FOUND, message),
         StoreError::Conflict(message) => error(StatusCode::CONFLICT, message),
         StoreError::Invalid(message) => error(StatusCode::BAD_REQUEST, message),
-        other if other.is_transient() => error(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+        other if other.store_is_down() => error(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
         other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
 }

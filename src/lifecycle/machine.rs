@@ -82,6 +82,8 @@ pub struct MachineHandle {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<Status>,
     changes: broadcast::Sender<Status>,
+    /// How many signals were delivered, for waits after `stopped` that a signal must cut short.
+    signals: Arc<watch::Sender<u64>>,
 }
 
 impl MachineHandle {
@@ -105,6 +107,7 @@ impl MachineHandle {
 
     /// Delivers a signal; never blocks and never drops one.
     pub fn signal(&self, trigger: Trigger) {
+        self.signals.send_modify(|count| *count += 1);
         let order = DrainOrder {
             trigger,
             mode: Mode::Handoff,
@@ -112,6 +115,11 @@ impl MachineHandle {
             reason: Some(format!("{trigger} received")),
         };
         let _ = self.commands.send(Command::Drain { order, reply: None });
+    }
+
+    /// Watches the count of signals delivered (it changes with each one, after `stopped` too).
+    pub fn signals(&self) -> watch::Receiver<u64> {
+        self.signals.subscribe()
     }
 
     /// Asks for a drain; idempotent while one is under way.
@@ -173,6 +181,9 @@ impl MachineSettings {
 #[derive(Clone, Debug)]
 pub struct ShutdownSummary {
     pub record: ShutdownRecord,
+    /// Store writes of the shutdown that never succeeded (hand-back, worker row, shutdown record):
+    /// the worker must not exit 0 as if they had.
+    pub unwritten: Vec<&'static str>,
 }
 
 impl ShutdownSummary {
@@ -223,6 +234,8 @@ pub struct PhaseMachine {
     to_release: Vec<HeldJob>,
     jobs_released: i64,
     forced_jobs: Vec<JobId>,
+    /// Shutdown writes the store never took.
+    unwritten: Vec<&'static str>,
     /// The span of the current shutdown phase (closed when the phase ends).
     phase_span: Option<Span>,
     traces: TraceFlusher,
@@ -247,6 +260,7 @@ impl PhaseMachine {
             to_release: Vec::new(),
             jobs_released: 0,
             forced_jobs: Vec::new(),
+            unwritten: Vec::new(),
             phase_span: None,
             traces: TraceFlusher::default(),
         };
@@ -254,6 +268,7 @@ impl PhaseMachine {
             commands: commands_tx,
             status: status_rx,
             changes,
+            signals: Arc::new(watch::channel(0).0),
         };
         (machine, handle)
     }
@@ -580,6 +595,7 @@ impl PhaseMachine {
             }
             Err(err) => {
                 let ids: Vec<JobId> = held.iter().map(|j| j.lease.job_id).collect();
+                self.unwritten.push("hand-back");
                 tracing::error!(%err, jobs = ?ids, "could not hand jobs back; their leases will expire and be rescued");
             }
         }
@@ -638,8 +654,8 @@ impl PhaseMachine {
             tokio::time::timeout(self.write_budget(), release_until_written(store, leases))
                 .await
                 .unwrap_or_else(|_| {
-                    Err(crate::store::StoreError::Invalid(
-                        "the store did not answer in time".into(),
+                    Err(crate::store::StoreError::Broken(
+                        "the store did not take the hand-back in time".into(),
                     ))
                 });
         self.count_releases(&held, applied, ReleaseReason::Forced);
@@ -663,10 +679,10 @@ impl PhaseMachine {
         let budget = self.write_budget();
         let store = self.parts.store.clone();
         let worker_id = self.parts.worker_id.clone();
-        match tokio::time::timeout(budget, store.deregister_worker(&worker_id)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(%err, "could not mark the worker stopped"),
-            Err(_) => tracing::error!("the store did not answer; the worker row is left as it was"),
+        let deregistered = until_written(budget, || store.deregister_worker(&worker_id)).await;
+        if let Err(err) = deregistered {
+            self.unwritten.push("worker row");
+            tracing::error!(%err, "could not mark the worker stopped; a rescuer will declare it dead");
         }
         let drain = self.drain();
         let record = ShutdownRecord {
@@ -675,8 +691,9 @@ impl PhaseMachine {
             trigger: drain.order.trigger,
             mode: drain.order.mode,
             outcome: self.outcome,
-            requested_by: drain.order.requested_by.clone(),
-            reason: drain.order.reason.clone(),
+            // The record must never be lost to its own content: one printable line each.
+            requested_by: drain.order.requested_by.as_deref().map(printable),
+            reason: drain.order.reason.as_deref().map(printable),
             started_at: drain.started_at,
             duration_ms: drain.started.elapsed().as_secs_f64() * 1000.0,
             phases: self.timeline[drain.first_phase..]
@@ -686,14 +703,17 @@ impl PhaseMachine {
             jobs_released: self.jobs_released,
             forced_jobs: self.forced_jobs.clone(),
         };
-        match tokio::time::timeout(self.write_budget(), store.record_shutdown(&record)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(%err, "could not write the shutdown record"),
-            Err(_) => tracing::error!("the store did not answer; the shutdown record is lost"),
+        let recorded = until_written(self.write_budget(), || store.record_shutdown(&record)).await;
+        let record_lost = recorded.is_err();
+        if let Err(err) = recorded {
+            tracing::error!(%err, "could not write the shutdown record; it is lost");
         }
         let (trigger, mode, started) = (drain.order.trigger, drain.order.mode, drain.started);
         drain.span.record("outcome", self.outcome.as_str());
         drain.span.record("jobs_released", self.jobs_released);
+        if record_lost {
+            self.unwritten.push("shutdown record");
+        }
         // Close `deregistering` and the shutdown span so the flush exports the whole shutdown,
         // inside the deadline. (The flush's own time shows in the total, not in the phase.)
         self.finish_current_phase();
@@ -719,23 +739,65 @@ impl PhaseMachine {
             released = self.jobs_released,
             "stopped"
         );
-        ShutdownSummary { record }
+        ShutdownSummary {
+            record,
+            unwritten: self.unwritten,
+        }
     }
 }
 
-/// Releases leases, retrying while the store is unreachable (the caller bounds the time).
-async fn release_until_written(store: SharedStore, leases: Vec<Lease>) -> StoreResult<Vec<bool>> {
+/// Runs a store write until it succeeds, fails for a reason other than the store being down, or
+/// `budget` passes.
+async fn until_written<T, F, Fut>(budget: Duration, write: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreResult<T>>,
+{
+    tokio::time::timeout(budget, retry_while_down(write))
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Broken(
+                "the store did not take the write in time".into(),
+            ))
+        })
+}
+
+/// Runs a store write until it succeeds or fails for a reason other than the store being down
+/// (the caller bounds the time).
+async fn retry_while_down<T, F, Fut>(mut write: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreResult<T>>,
+{
     let mut delay = Duration::from_millis(50);
     loop {
-        match store.release(&leases, Duration::ZERO).await {
+        match write().await {
             Err(err) if err.is_transient() => {
-                tracing::warn!(%err, "hand-back failed; retrying");
+                tracing::warn!(%err, "shutdown write failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
             other => return other,
         }
     }
+}
+
+/// Text as one printable line: control characters are written as escapes.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// Releases leases, retrying while the store is unreachable (the caller bounds the time).
+async fn release_until_written(store: SharedStore, leases: Vec<Lease>) -> StoreResult<Vec<bool>> {
+    retry_while_down(|| store.release(&leases, Duration::ZERO)).await
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ wire_enum!(
     Trigger {
         Sigterm => "sigterm",
         Sigint => "sigint",
+        Sighup => "sighup",
         Http => "http",
         Remote => "remote",
     }
@@ -89,7 +90,7 @@ impl Trigger {
 
     /// Whether this trigger is an operating-system signal.
     pub fn is_signal(self) -> bool {
-        matches!(self, Trigger::Sigterm | Trigger::Sigint)
+        matches!(self, Trigger::Sigterm | Trigger::Sigint | Trigger::Sighup)
     }
 }
 

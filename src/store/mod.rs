@@ -221,6 +221,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
     Invalid(String),
+    /// The store answers but cannot be trusted or written: a corrupt SQLite file, or one deleted
+    /// or replaced underneath the worker. Retrying does not help; an operator must act.
+    #[error("store unusable: {0}")]
+    Broken(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -231,28 +235,71 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err),
-            sqlx::Error::Database(ref db) if is_transient(db.as_ref()) => {
-                StoreError::Unavailable(err)
-            }
+            sqlx::Error::Database(ref db) => match classify(db.as_ref()) {
+                DatabaseFault::Transient => StoreError::Unavailable(err),
+                DatabaseFault::Broken => StoreError::Broken(one_line(&err)),
+                DatabaseFault::Other => StoreError::Database(err),
+            },
             other => StoreError::Database(other),
         }
     }
 }
 
-fn is_transient(err: &dyn sqlx::error::DatabaseError) -> bool {
-    // SQLite's SQLITE_BUSY (5) and SQLITE_LOCKED (6) are transient; so are PostgreSQL's
-    // connection-exception (08xxx), transaction-rollback (40xxx: serialization failure,
-    // deadlock) and admin-shutdown (57P0x) classes: retrying the same write may succeed.
-    matches!(err.code().as_deref(), Some("5" | "6" | "517" | "262"))
-        || err.code().is_some_and(|code| {
-            code.starts_with("08") || code.starts_with("40") || code.starts_with("57P")
-        })
+/// What a database error says about the store itself.
+enum DatabaseFault {
+    /// Retrying the same write may succeed: the store is down or busy for now.
+    Transient,
+    /// The store cannot be trusted until an operator acts (a corrupt SQLite file).
+    Broken,
+    /// About this statement or its input, not the store.
+    Other,
+}
+
+fn classify(err: &dyn sqlx::error::DatabaseError) -> DatabaseFault {
+    if err
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        // Extended result codes carry the primary code in their low byte.
+        let primary = err
+            .code()
+            .and_then(|code| code.parse::<i64>().ok())
+            .map_or(0, |code| code & 0xff);
+        return match primary {
+            // BUSY, LOCKED: another writer; FULL, IOERR, CANTOPEN, READONLY (a disk remounted
+            // read-only, a file moved away): the disk, until it comes back.
+            5 | 6 | 8 | 10 | 13 | 14 => DatabaseFault::Transient,
+            // CORRUPT ("database disk image is malformed"), NOTADB.
+            11 | 26 => DatabaseFault::Broken,
+            _ => DatabaseFault::Other,
+        };
+    }
+    // PostgreSQL's connection-exception (08xxx), transaction-rollback (40xxx: serialization
+    // failure, deadlock), insufficient-resources (53xxx: disk full, out of memory) and
+    // admin-shutdown (57P0x) classes: retrying the same write may succeed.
+    match err.code() {
+        Some(code)
+            if code.starts_with("08")
+                || code.starts_with("40")
+                || code.starts_with("53")
+                || code.starts_with("57P") =>
+        {
+            DatabaseFault::Transient
+        }
+        _ => DatabaseFault::Other,
+    }
 }
 
 impl StoreError {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
+    }
+
+    /// Whether this error means the store is not usable by this worker (down, full, corrupt or
+    /// replaced), as opposed to a problem with one request.
+    pub fn store_is_down(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Broken(_))
     }
 }
 

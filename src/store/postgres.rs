@@ -126,9 +126,31 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             hot_pool,
-            channel: format!("handover_{schema}"),
+            channel: notify_channel(&schema),
         })
     }
+}
+
+/// PostgreSQL's longest identifier, in bytes (NAMEDATALEN - 1): a NOTIFY channel longer than this
+/// is refused by `pg_notify`, and LISTEN would silently truncate it.
+const MAX_CHANNEL_BYTES: usize = 63;
+
+/// The NOTIFY channel of a schema: `handover_SCHEMA`, or, when that is too long for PostgreSQL,
+/// as much of the schema as fits followed by a hash of the whole name, so that two long schema
+/// names never share a channel.
+fn notify_channel(schema: &str) -> String {
+    let plain = format!("handover_{schema}");
+    if plain.len() <= MAX_CHANNEL_BYTES {
+        return plain;
+    }
+    use sha2::Digest;
+    let hash = hex::encode(&sha2::Sha256::digest(schema.as_bytes())[..8]);
+    let room = MAX_CHANNEL_BYTES - "handover_".len() - 1 - hash.len();
+    let mut cut = room;
+    while !schema.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("handover_{}_{hash}", &schema[..cut])
 }
 
 /// Refuses a hot connection whose startup settings did not arrive (a connection pooler that drops
@@ -860,5 +882,17 @@ mod tests {
             .to_string();
         assert!(err.contains("lost its startup settings"), "{err}");
         assert!(err.contains("PgBouncer"), "{err}");
+    }
+
+    #[test]
+    fn notify_channels_fit_postgres_identifiers_for_any_schema() {
+        assert_eq!(super::notify_channel("public"), "handover_public");
+        let long = "s".repeat(60);
+        let other = format!("{}t", "s".repeat(59));
+        for schema in [long.as_str(), other.as_str(), &"é".repeat(40)] {
+            let channel = super::notify_channel(schema);
+            assert!(channel.len() <= super::MAX_CHANNEL_BYTES, "{channel}");
+        }
+        assert_ne!(super::notify_channel(&long), super::notify_channel(&other));
     }
 }

@@ -14,9 +14,15 @@ use crate::lifecycle::Phase;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-use std::path::Path;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, Row, Sqlite, SqlitePool};
+use std::ops::{Deref, DerefMut};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The current time in Unix milliseconds, from SQLite's clock (stable within one statement).
@@ -41,9 +47,104 @@ const SUBMIT_ROWS_PER_STATEMENT: usize = 500;
 
 pub struct SqliteStore {
     /// One connection: this process's writes queue here instead of spinning on SQLite's lock.
+    /// Borrowed through [`SqliteStore::write`] only, so a failed write never reuses it.
     writer: SqlitePool,
     /// Readers see a consistent WAL snapshot without blocking the writer.
     reader: SqlitePool,
+    /// The file the pools opened, to notice it deleted or replaced underneath them.
+    file: DatabaseFile,
+}
+
+/// The database file as opened: its path and (device, inode). A file deleted or replaced under a
+/// running worker still takes writes through the open descriptors, into a file nobody will read;
+/// once that is seen, every write is refused for the life of this store.
+struct DatabaseFile {
+    path: PathBuf,
+    identity: (u64, u64),
+    /// Why the file can no longer be written, once found out.
+    lost: Mutex<Option<String>>,
+}
+
+impl DatabaseFile {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::metadata(path)?;
+        Ok(DatabaseFile {
+            path: path.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
+            lost: Mutex::new(None),
+        })
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Compares the path's current (device, inode) with the one opened.
+    fn check(&self) -> StoreResult<()> {
+        if let Some(why) = self.lost() {
+            return Err(StoreError::Broken(why));
+        }
+        let now = std::fs::metadata(&self.path).map(|m| (m.dev(), m.ino()));
+        let why = match now {
+            Ok(identity) if identity == self.identity => return Ok(()),
+            Ok(_) => format!(
+                "the database file {} was replaced by another file while this worker had it open; \
+                 writes are refused so that nothing is acknowledged into the old one (restart the worker)",
+                self.path.display()
+            ),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => format!(
+                "the database file {} was deleted while this worker had it open; writes are \
+                 refused so that nothing is acknowledged into a file nobody can read (restart the worker)",
+                self.path.display()
+            ),
+            // Cannot look (permissions, I/O): not proof of a lost file; the write will tell.
+            Err(_) => return Ok(()),
+        };
+        tracing::error!(path = %self.path.display(), "{why}");
+        *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+        Err(StoreError::Broken(why))
+    }
+}
+
+/// The writer connection, borrowed for one write (one statement or one transaction).
+///
+/// Unless [`finish`](WriteConn::finish) is called after the write succeeded, the connection is
+/// closed instead of going back to the pool. A failed COMMIT is why: SQLite may roll the
+/// transaction back itself (SQLITE_FULL, SQLITE_IOERR), sqlx's ROLLBACK then fails and its
+/// transaction depth stays at 1, so the next `begin` opens a SAVEPOINT that a second failure leaves
+/// open for good; every later write then lands in a transaction that never commits. A connection
+/// closed after any failure (or a cancelled write) cannot carry such a state into the next write.
+struct WriteConn {
+    conn: PoolConnection<Sqlite>,
+    finished: bool,
+}
+
+impl WriteConn {
+    /// The write succeeded and ended outside any transaction: the connection may be reused.
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for WriteConn {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl Deref for WriteConn {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
 }
 
 impl SqliteStore {
@@ -75,7 +176,28 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(cannot_open)?;
-        Ok(SqliteStore { writer, reader })
+        let file = DatabaseFile::open(path).map_err(|err| {
+            StoreError::Invalid(format!(
+                "cannot open SQLite store {}: {err}",
+                path.display()
+            ))
+        })?;
+        Ok(SqliteStore {
+            writer,
+            reader,
+            file,
+        })
+    }
+
+    /// Borrows the writer connection for one write; refused once the file is known to be lost.
+    async fn write(&self) -> StoreResult<WriteConn> {
+        if let Some(why) = self.file.lost() {
+            return Err(StoreError::Broken(why));
+        }
+        Ok(WriteConn {
+            conn: self.writer.acquire().await?,
+            finished: false,
+        })
     }
 }
 
@@ -179,7 +301,12 @@ impl Store for SqliteStore {
         // transaction fails and a second pass finds the migration applied.
         let mut attempt = 0;
         loop {
-            match migrator().run(&self.writer).await {
+            let mut w = self.write().await?;
+            let ran = migrator().run_direct(&mut *w.conn).await;
+            if ran.is_ok() {
+                w.finish();
+            }
+            match ran {
                 Ok(()) => return Ok(()),
                 Err(_) if attempt < 3 => {
                     attempt += 1;
@@ -196,7 +323,10 @@ impl Store for SqliteStore {
     }
 
     async fn submit(&self, jobs: &[NewJob]) -> StoreResult<Vec<JobId>> {
-        let mut tx = self.writer.begin().await?;
+        // Submitted ids are acknowledged to a caller: never into a file that is gone.
+        self.file.check()?;
+        let mut w = self.write().await?;
+        let mut tx = w.begin().await?;
         let mut ids = Vec::with_capacity(jobs.len());
         for chunk in jobs.chunks(SUBMIT_ROWS_PER_STATEMENT) {
             let mut sql = String::from(
@@ -230,6 +360,7 @@ impl Store for SqliteStore {
             ids.extend(chunk_ids);
         }
         tx.commit().await?;
+        w.finish();
         Ok(ids)
     }
 
@@ -254,13 +385,15 @@ impl Store for SqliteStore {
             " AND kind IN (SELECT value FROM json_each(?3)) ORDER BY priority DESC, run_after, id LIMIT ?4) ",
             "RETURNING id, kind, payload, attempts, max_attempts, lease_epoch, checkpoint"
         );
+        let mut w = self.write().await?;
         let rows = sqlx::query(CLAIM)
             .bind(owner)
             .bind(duration_ms(lease_ttl))
             .bind(to_json_text(&kinds)?)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *w)
             .await?;
+        w.finish();
         rows.iter()
             .map(|row| {
                 Ok(ClaimedJob {
@@ -285,13 +418,15 @@ impl Store for SqliteStore {
             now_ms!(),
             " WHERE id = ?1 AND owner = ?2 AND lease_epoch = ?3 AND status = 'running'"
         );
+        let mut w = self.write().await?;
         let done = sqlx::query(CHECKPOINT)
             .bind(lease.job_id)
             .bind(&lease.owner)
             .bind(lease.epoch)
             .bind(to_json_text(checkpoint)?)
-            .execute(&self.writer)
+            .execute(&mut *w)
             .await?;
+        w.finish();
         if done.rows_affected() == 1 {
             Ok(())
         } else {
@@ -322,10 +457,12 @@ impl Store for SqliteStore {
                 })
             })
             .collect();
+        let mut w = self.write().await?;
         let applied: Vec<JobId> = sqlx::query_scalar(COMPLETE)
             .bind(to_json_text(&batch)?)
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *w)
             .await?;
+        w.finish();
         Ok(applied_flags(
             items.iter().map(|(lease, _)| lease.job_id),
             &applied,
@@ -347,14 +484,16 @@ impl Store for SqliteStore {
             now_ms!(),
             " WHERE id = ?1 AND owner = ?2 AND lease_epoch = ?3 AND status = 'running' RETURNING status"
         );
+        let mut w = self.write().await?;
         let status: Option<String> = sqlx::query_scalar(FAIL)
             .bind(lease.job_id)
             .bind(&lease.owner)
             .bind(lease.epoch)
             .bind(error)
             .bind(duration_ms(backoff))
-            .fetch_optional(&self.writer)
+            .fetch_optional(&mut *w)
             .await?;
+        w.finish();
         match status.as_deref() {
             Some("dead") => Ok(FailOutcome::Dead),
             Some(_) => Ok(FailOutcome::Retry),
@@ -379,11 +518,13 @@ impl Store for SqliteStore {
             "WHERE jobs.id = b.value ->> '$.job_id' AND jobs.owner = b.value ->> '$.owner' ",
             "AND jobs.lease_epoch = b.value ->> '$.epoch' AND +jobs.status = 'running' RETURNING jobs.id"
         );
+        let mut w = self.write().await?;
         let applied: Vec<JobId> = sqlx::query_scalar(RELEASE)
             .bind(to_json_text(&leases)?)
             .bind(duration_ms(resume_after))
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *w)
             .await?;
+        w.finish();
         Ok(applied_flags(
             leases.iter().map(|lease| lease.job_id),
             &applied,
@@ -409,8 +550,10 @@ impl Store for SqliteStore {
             " WHERE declared_dead_at IS NULL AND phase <> 'stopped' AND heartbeat_at + lease_ttl_ms < ",
             now_ms!()
         );
-        let mut rescued: Vec<JobId> = sqlx::query_scalar(RESCUE).fetch_all(&self.writer).await?;
-        sqlx::query(DECLARE_DEAD).execute(&self.writer).await?;
+        let mut w = self.write().await?;
+        let mut rescued: Vec<JobId> = sqlx::query_scalar(RESCUE).fetch_all(&mut *w).await?;
+        sqlx::query(DECLARE_DEAD).execute(&mut *w).await?;
+        w.finish();
         rescued.sort_unstable();
         Ok(rescued)
     }
@@ -453,6 +596,7 @@ impl Store for SqliteStore {
             now_ms!(),
             ")"
         );
+        let mut w = self.write().await?;
         sqlx::query(REGISTER)
             .bind(&worker.id)
             .bind(&worker.name)
@@ -460,8 +604,9 @@ impl Store for SqliteStore {
             .bind(&worker.listen_addr)
             .bind(worker.concurrency)
             .bind(duration_ms(worker.lease_ttl))
-            .execute(&self.writer)
+            .execute(&mut *w)
             .await?;
+        w.finish();
         Ok(())
     }
 
@@ -471,19 +616,20 @@ impl Store for SqliteStore {
             now_ms!(),
             " WHERE id = ?1 AND phase <> 'stopped'"
         );
-        sqlx::query(REVIVE)
-            .bind(worker_id)
-            .execute(&self.writer)
-            .await?;
+        let mut w = self.write().await?;
+        sqlx::query(REVIVE).bind(worker_id).execute(&mut *w).await?;
+        w.finish();
         Ok(())
     }
 
     async fn set_worker_phase(&self, worker_id: &str, phase: Phase) -> StoreResult<()> {
+        let mut w = self.write().await?;
         sqlx::query("UPDATE workers SET phase = ?2 WHERE id = ?1 AND phase <> 'stopped'")
             .bind(worker_id)
             .bind(phase.as_str())
-            .execute(&self.writer)
+            .execute(&mut *w)
             .await?;
+        w.finish();
         Ok(())
     }
 
@@ -506,8 +652,11 @@ impl Store for SqliteStore {
             "WHERE jobs.id = b.value ->> '$.job_id' AND jobs.lease_epoch = b.value ->> '$.epoch' ",
             "AND jobs.owner = ?1 AND +jobs.status = 'running' RETURNING jobs.id, jobs.lease_epoch"
         );
+        // A file deleted or replaced underneath is found here, within one heartbeat.
+        self.file.check()?;
         // The first statement writes, so the transaction holds the write lock from its start.
-        let mut tx = self.writer.begin().await?;
+        let mut w = self.write().await?;
+        let mut tx = w.begin().await?;
         let touched = sqlx::query(TOUCH_WORKER)
             .bind(worker_id)
             .bind(held.len() as i64)
@@ -544,6 +693,7 @@ impl Store for SqliteStore {
                 .await?
         };
         tx.commit().await?;
+        w.finish();
         report.renewed = renewed
             .iter()
             .map(|row| {
@@ -564,10 +714,12 @@ impl Store for SqliteStore {
             ", drain_mode = NULL, drain_reason = NULL, drain_requested_by = NULL, drain_requested_at = NULL",
             " WHERE id = ?1"
         );
+        let mut w = self.write().await?;
         sqlx::query(DEREGISTER)
             .bind(worker_id)
-            .execute(&self.writer)
+            .execute(&mut *w)
             .await?;
+        w.finish();
         Ok(())
     }
 
@@ -579,10 +731,12 @@ impl Store for SqliteStore {
     }
 
     async fn request_drain(&self, worker: &str, request: &DrainRequest) -> StoreResult<WorkerRow> {
+        let mut w = self.write().await?;
         let rows = sqlx::query("SELECT * FROM workers WHERE id = ?1 OR name = ?1")
             .bind(worker)
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *w)
             .await?;
+        w.finish();
         let candidates: Vec<WorkerRow> =
             rows.iter().map(worker_from_row).collect::<Result<_, _>>()?;
         let target = super::pick_drain_target(worker, &candidates)?;
@@ -591,18 +745,22 @@ impl Store for SqliteStore {
             now_ms!(),
             " WHERE id = ?1 AND phase <> 'stopped' RETURNING *"
         );
+        let mut w = self.write().await?;
         let row = sqlx::query(REQUEST)
             .bind(&target.id)
             .bind(request.mode.as_str())
             .bind(&request.reason)
             .bind(&request.requested_by)
-            .fetch_optional(&self.writer)
-            .await?
+            .fetch_optional(&mut *w)
+            .await?;
+        w.finish();
+        let row = row
             .ok_or_else(|| StoreError::Conflict(format!("worker {worker:?} stopped meanwhile")))?;
         worker_from_row(&row)
     }
 
     async fn record_shutdown(&self, record: &ShutdownRecord) -> StoreResult<()> {
+        let mut w = self.write().await?;
         sqlx::query(
             "INSERT INTO shutdowns (worker_id, worker_name, trigger, mode, outcome, requested_by, reason, \
              started_at, duration_ms, phases, jobs_released, forced_jobs) \
@@ -620,8 +778,9 @@ impl Store for SqliteStore {
         .bind(to_json_text(&record.phases)?)
         .bind(record.jobs_released)
         .bind(to_json_text(&record.forced_jobs)?)
-        .execute(&self.writer)
+        .execute(&mut *w)
         .await?;
+        w.finish();
         Ok(())
     }
 

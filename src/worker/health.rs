@@ -1,5 +1,9 @@
-//! Whether the store answers, as seen by this worker: feeds `/readyz`, `handover_store_up`, and the
+//! Whether the store takes this worker's writes: feeds `/readyz`, `handover_store_up`, and the
 //! rescuer's rule that it waits one full lease TTL of connectivity before rescuing.
+//!
+//! Only writes report success here, so a store that answers reads but cannot write (a full disk)
+//! is down. A broken store (a corrupt file, or one deleted or replaced underneath the worker) stays
+//! down for the life of the process: no later success can vouch for it.
 
 use crate::store::StoreError;
 use prometheus::IntGauge;
@@ -9,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub struct StoreHealth {
     up: AtomicBool,
+    broken: AtomicBool,
     connected_since: Mutex<Option<Instant>>,
     gauge: IntGauge,
 }
@@ -19,6 +24,7 @@ impl StoreHealth {
         gauge.set(1);
         StoreHealth {
             up: AtomicBool::new(true),
+            broken: AtomicBool::new(false),
             connected_since: Mutex::new(Some(Instant::now())),
             gauge,
         }
@@ -28,8 +34,11 @@ impl StoreHealth {
         self.up.load(Ordering::SeqCst)
     }
 
-    /// Records a successful store round trip.
+    /// Records a successful store write.
     pub fn succeeded(&self) {
+        if self.broken.load(Ordering::SeqCst) {
+            return;
+        }
         if !self.up.swap(true, Ordering::SeqCst) {
             tracing::info!("store reachable again");
         }
@@ -41,13 +50,18 @@ impl StoreHealth {
         since.get_or_insert_with(Instant::now);
     }
 
-    /// Records a failed store round trip; only transient failures mark the store down.
+    /// Records a failed store round trip; only failures of the store itself (not of one request's
+    /// input) mark it down.
     pub fn failed(&self, err: &StoreError) {
-        if !err.is_transient() {
+        if !err.store_is_down() {
             return;
         }
-        if self.up.swap(false, Ordering::SeqCst) {
-            tracing::warn!(%err, "store unreachable");
+        let broken = matches!(err, StoreError::Broken(_));
+        if broken && !self.broken.swap(true, Ordering::SeqCst) {
+            tracing::error!(%err, "the store is unusable; this worker stays not ready until it is restarted");
+        }
+        if self.up.swap(false, Ordering::SeqCst) && !broken {
+            tracing::warn!(%err, "store unreachable or not writable");
         }
         self.gauge.set(0);
         *self

@@ -33,6 +33,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// A worker configuration that cannot work (the command line's fault: exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
 /// Everything a worker process is configured with.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -67,29 +72,48 @@ impl WorkerConfig {
         }
     }
 
-    /// Rejects combinations that would lose leases or never run anything.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
-        anyhow::ensure!(!self.grace.is_zero(), "--grace must be longer than 0s");
-        anyhow::ensure!(
-            !self.heartbeat_interval.is_zero(),
-            "--heartbeat-interval must be longer than 0s"
-        );
-        anyhow::ensure!(
-            self.heartbeat_interval * 2 <= self.lease_ttl,
-            "--heartbeat-interval ({}) must be at most half of --lease-ttl ({}), or leases expire between heartbeats",
-            humantime::format_duration(self.heartbeat_interval),
-            humantime::format_duration(self.lease_ttl)
-        );
-        anyhow::ensure!(
-            !self.poll_interval.is_zero(),
-            "--poll-interval must be longer than 0s"
-        );
+    /// The heartbeat when only `--lease-ttl` is given: 3 s, or a third of the TTL when shorter, so
+    /// that a lease survives a missed beat.
+    pub fn default_heartbeat(lease_ttl: Duration) -> Duration {
+        (lease_ttl / 3).min(Duration::from_secs(3))
+    }
+
+    /// Rejects values and combinations that would lose leases, never run anything, or overflow.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let refuse = |message: String| Err(ConfigError(message));
+        if self.concurrency == 0 {
+            return refuse("--concurrency must be at least 1".into());
+        }
+        for (flag, value) in [
+            ("--grace", self.grace),
+            ("--drain-delay", self.drain_delay),
+            ("--heartbeat-interval", self.heartbeat_interval),
+            ("--lease-ttl", self.lease_ttl),
+            ("--poll-interval", self.poll_interval),
+            ("--final-scrape-wait", self.final_scrape_wait),
+        ] {
+            let text = humantime::format_duration(value).to_string();
+            if let Err(why) = crate::cli::parse_bounded_duration(flag, &text) {
+                return refuse(format!("{flag} {why}"));
+            }
+        }
+        if self.heartbeat_interval * 2 > self.lease_ttl {
+            return refuse(format!(
+                "--heartbeat-interval ({}) must be at most half of --lease-ttl ({}), or leases expire between heartbeats",
+                humantime::format_duration(self.heartbeat_interval),
+                humantime::format_duration(self.lease_ttl)
+            ));
+        }
         if let Some(token) = &self.admin_token {
-            anyhow::ensure!(
-                token.len() >= 16,
-                "--admin-token must be at least 16 characters"
-            );
+            if token.chars().count() < 16 {
+                return refuse("--admin-token must be at least 16 characters".into());
+            }
+            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return refuse(
+                    "--admin-token must not contain spaces or control characters (it could never be typed back)"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }
@@ -317,17 +341,17 @@ impl App {
             kinds = ?self.kinds,
             "worker running"
         );
+        let mut signals = self.handle.signals();
         let summary = self.machine.run().await;
         if !self.config.final_scrape_wait.is_zero() {
             let seen = self.metrics.scrapes_answered();
-            let waited = tokio::time::timeout(
-                self.config.final_scrape_wait,
-                self.metrics.wait_for_scrape_after(seen),
-            )
-            .await;
-            match waited {
-                Ok(()) => tracing::info!("final scrape answered"),
-                Err(_) => tracing::info!("no final scrape arrived within --final-scrape-wait"),
+            signals.borrow_and_update();
+            tokio::select! {
+                _ = self.metrics.wait_for_scrape_after(seen) => tracing::info!("final scrape answered"),
+                _ = tokio::time::sleep(self.config.final_scrape_wait) => {
+                    tracing::info!("no final scrape arrived within --final-scrape-wait")
+                }
+                _ = signals.changed() => tracing::info!("signal received; not waiting for a final scrape"),
             }
         }
         self.server_stop.cancel();

@@ -269,8 +269,9 @@ impl Runner {
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 other => {
-                    if other.is_ok() {
-                        self.health.succeeded();
+                    match &other {
+                        Ok(_) => self.health.succeeded(),
+                        Err(err) => self.health.failed(err),
                     }
                     return Some(other);
                 }

@@ -19,8 +19,12 @@ pub struct PgSchema {
 
 impl PgSchema {
     pub async fn new() -> PgSchema {
+        Self::named(format!("t_{}", uuid::Uuid::new_v4().simple())).await
+    }
+
+    /// A fresh schema with the given name (a lowercase SQL identifier).
+    pub async fn named(schema: String) -> PgSchema {
         let server = server_url();
-        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
         let admin = sqlx::PgPool::connect(&server).await.unwrap_or_else(|e| {
             panic!(
                 "PostgreSQL at {server} is needed for these tests ({e}); start it with \
