@@ -310,6 +310,35 @@ mod tests {
         assert!(parse_duration("soon").is_err());
     }
 
+    proptest::proptest! {
+        /// Any text given to any duration flag is either refused with a message or lands inside the
+        /// flag's range, and every deadline the worker computes from an accepted value fits.
+        #[test]
+        fn duration_flags_refuse_or_stay_in_range(
+            flag in proptest::sample::select(DURATION_LIMITS.iter().map(|l| l.0).collect::<Vec<_>>()),
+            number in proptest::prop_oneof![0u64..100, 0u64..100_000, proptest::num::u64::ANY],
+            unit in proptest::sample::select(vec!["ns", "us", "ms", "s", "m", "h", "d", "w", "M", "y", ""]),
+            junk in "\\PC{0,3}",
+        ) {
+            for text in [format!("{number}{unit}"), format!("{number}{unit}{junk}"), junk.clone()] {
+                match parse_bounded_duration(flag, &text) {
+                    Err(message) => proptest::prop_assert!(!message.is_empty()),
+                    Ok(value) => {
+                        let (_, least, most) =
+                            *DURATION_LIMITS.iter().find(|l| l.0 == flag).unwrap();
+                        proptest::prop_assert!(least <= value && value <= most, "{text}: {value:?}");
+                        let now = std::time::Instant::now();
+                        proptest::prop_assert!(now.checked_add(value * 2).is_some());
+                        proptest::prop_assert!(chrono::Duration::from_std(value * 2).is_ok());
+                        proptest::prop_assert!(chrono::Utc::now()
+                            .checked_add_signed(chrono::Duration::from_std(value * 2).unwrap())
+                            .is_some());
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_flag_has_a_handover_env_var() {
         let cli = Cli::command();
