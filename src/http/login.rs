@@ -76,7 +76,8 @@ fn login(state: &HttpState, input: LoginInput) -> Response {
     match input.token.as_deref().map(str::trim) {
         None | Some("") => page(state, StatusCode::OK, None, next),
         Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => {
-            // Both headers are built before the session exists: no error path leaves one behind.
+            // The Location is checked before a session exists, and a session whose cookie cannot
+            // be built is dropped again: no error path leaves a session behind.
             let Ok(location) = header::HeaderValue::from_str(&next) else {
                 return error(StatusCode::BAD_REQUEST, "unusable next address");
             };
