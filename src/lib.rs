@@ -10,4 +10,5 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod worker;

@@ -375,3 +375,72 @@ async fn the_event_stream_starts_with_the_status_and_ends_with_stopped() {
         Some(0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_redirects_only_to_this_site_and_never_fails() {
+    let store = TestStore::new().await;
+    let worker = WorkerProcess::start(&store, &[]).await;
+    let http = client();
+    // (the `next` query value as sent on the wire, the Location expected)
+    for (next, expected) in [
+        ("/fleet", "/fleet"),
+        ("/jobs%3Fstatus%3Ddead", "/jobs?status=dead"),
+        ("/%09/evil.example/x", "/"),
+        ("/%0A/evil.example", "/"),
+        ("/%0A", "/"),
+        ("/%0D%0ASet-Cookie:%20x=y", "/"),
+        ("/%00", "/"),
+        ("%09//evil.example", "/"),
+        ("//evil.example", "/"),
+        ("/%5Cevil.example", "/"),
+        ("/%5C/evil.example", "/"),
+        ("https:evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("/..//evil.example", "/"),
+        ("/.//evil.example", "/"),
+        ("/%2e%2e//evil.example", "/"),
+        ("/%20/evil.example", "/%20/evil.example"),
+        ("/f%C3%BCr%20alle", "/f%C3%BCr%20alle"),
+        ("/fleet%23top", "/fleet"),
+    ] {
+        let response = http
+            .get(worker.url(&format!("/login?token={TOKEN}&next={next}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 303, "next={next}");
+        assert_eq!(
+            response.headers()[LOCATION].as_bytes(),
+            expected.as_bytes(),
+            "next={next}"
+        );
+        assert!(
+            response.headers().get(SET_COOKIE).is_some(),
+            "next={next}: logged in"
+        );
+    }
+    let long = format!("/{}", "a".repeat(10_000));
+    let response = http
+        .post(worker.url("/login"))
+        .form(&[("token", TOKEN), ("next", long.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()[LOCATION], "/", "a very long next");
+
+    // Error paths never answer 5xx and never set a session.
+    for path in [
+        "/login?token=not-the-token-at-all&next=/%0A".to_string(),
+        format!("/login?token={TOKEN}&token={TOKEN}&next=/"),
+        format!("/login?token={TOKEN}&next=/a&next=/b"),
+    ] {
+        let response = http.get(worker.url(&path)).send().await.unwrap();
+        assert!(
+            response.status().is_client_error(),
+            "{path}: {}",
+            response.status()
+        );
+        assert!(response.headers().get(SET_COOKIE).is_none(), "{path}");
+    }
+}

@@ -270,3 +270,188 @@ async fn migrate_and_drain_report_problems_clearly() {
         "no worker with id or name \"nobody\"",
     );
 }
+
+#[tokio::test]
+async fn drain_reasons_and_names_obey_the_http_limits() {
+    let store = TestStore::new().await;
+    let worker = WorkerProcess::start(&store, &[]).await;
+    let long_reason = "r".repeat(501);
+    let long_name = "n".repeat(201);
+    let name = worker.name.as_str();
+    for (worker_arg, reason, needle) in [
+        (
+            name,
+            long_reason.as_str(),
+            "reason is longer than 500 bytes",
+        ),
+        (
+            name,
+            "two\nlines",
+            "reason contains a control character (U+000A)",
+        ),
+        (
+            name,
+            "\u{1b}[2Jcleared",
+            "reason contains a control character (U+001B)",
+        ),
+        (
+            "w\u{1}",
+            "fine",
+            "worker contains a control character (U+0001)",
+        ),
+        (
+            long_name.as_str(),
+            "fine",
+            "worker is longer than 200 bytes",
+        ),
+    ] {
+        assert_refused(
+            &[
+                "drain", "--store", &store.url, worker_arg, "--reason", reason,
+            ],
+            2,
+            needle,
+        );
+    }
+    let row = store.worker_row(&worker.id).await;
+    assert!(row.drain_request.is_none(), "nothing was written: {row:?}");
+
+    // The longest reason HTTP takes is taken here too.
+    let longest = "é".repeat(250);
+    let (code, _, stderr) = run_cli(&["drain", "--store", &store.url, name, "--reason", &longest]);
+    assert_eq!(code, 0, "{stderr}");
+    let row = store.worker_row(&worker.id).await;
+    assert_eq!(
+        row.drain_request.and_then(|d| d.reason).as_deref(),
+        Some(longest.as_str())
+    );
+}
+
+#[tokio::test]
+async fn submit_refuses_control_characters_in_every_input() {
+    let store = TestStore::new().await;
+    let file = store.dir.path().join("jobs.jsonl");
+    let file_arg = file.to_str().unwrap();
+    // (what follows `submit --store URL --kind`, the jobs file's content if any, the error)
+    let refusals: [(&[&str], Option<&str>, &str); 5] = [
+        (
+            &["exec", "--", "printf", "\u{1b}[31mred"],
+            None,
+            "payload.cmd[1] contains a control character (U+001B)",
+        ),
+        (
+            &["noop", "--payload", r#"{"note": "a\u0000b"}"#],
+            None,
+            "payload.note contains a control character (U+0000)",
+        ),
+        (
+            &[
+                "exec",
+                "--payload",
+                r#"{"env": {"K\u0001": "v"}}"#,
+                "--",
+                "true",
+            ],
+            None,
+            "a key in payload.env contains a control character (U+0001)",
+        ),
+        (
+            &["demo", "--from-file", file_arg],
+            Some("{\"seed\":\"a\",\"iterations\":5}\n{\"seed\":\"b\\u0007\",\"iterations\":5}\n"),
+            "job 2 of 2: payload.seed contains a control character (U+0007)",
+        ),
+        (&["no\u{1}op"], None, "invalid job kind"),
+    ];
+    for (rest, file_content, message) in refusals {
+        if let Some(content) = file_content {
+            std::fs::write(&file, content).unwrap();
+        }
+        let mut args = vec!["submit", "--store", store.url.as_str(), "--kind"];
+        args.extend_from_slice(rest);
+        let code = if message == "invalid job kind" { 1 } else { 2 };
+        assert_refused(&args, code, message);
+    }
+    assert!(
+        store.store.count_jobs().await.unwrap().is_empty(),
+        "a rejected submission writes nothing"
+    );
+    // Tabs and newlines are fine inside a payload.
+    let (code, stdout, stderr) = run_cli(&[
+        "submit",
+        "--store",
+        &store.url,
+        "--kind",
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "echo a\n\techo b",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let job = store.job(stdout.trim().parse().unwrap()).await;
+    assert_eq!(job.payload["cmd"][2], "echo a\n\techo b");
+}
+
+#[tokio::test]
+async fn listings_escape_control_characters_from_the_store() {
+    use handover::store::WorkerRegistration;
+    use std::time::Duration;
+    let store = TestStore::new().await;
+    let hostile = "boom\u{1b}[2J\u{1b}]0;pwned\u{7}\nsecond line\r\u{9b}";
+    let id = store
+        .submit("exec", serde_json::json!({"cmd": ["x"]}))
+        .await;
+    let claimed = store
+        .store
+        .claim("owner-1", &["exec".to_string()], 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].lease.job_id, id);
+    store
+        .store
+        .fail(&claimed[0].lease, hostile, Duration::ZERO)
+        .await
+        .unwrap();
+    store
+        .store
+        .register_worker(&WorkerRegistration {
+            id: "worker-id-1".into(),
+            name: "evil\u{1b}[31mname\nx".into(),
+            version: "0.0.0".into(),
+            listen_addr: Some("127.0.0.1:1\u{7}".into()),
+            concurrency: 1,
+            lease_ttl: Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+
+    for command in ["jobs", "workers"] {
+        let (code, stdout, stderr) = run_cli(&[command, "--store", &store.url]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            !stdout.chars().any(|c| c.is_control() && c != '\n'),
+            "{command}: no control character reaches the terminal: {stdout:?}"
+        );
+        assert_eq!(
+            stdout.lines().count(),
+            2,
+            "{command}: a header and one line per row: {stdout:?}"
+        );
+    }
+    let (_, jobs, _) = run_cli(&["jobs", "--store", &store.url]);
+    assert!(
+        jobs.contains("boom\\e[2J\\e]0;pwned\\x07\\nsecond"),
+        "{jobs}"
+    );
+    let (_, workers, _) = run_cli(&["workers", "--store", &store.url]);
+    assert!(workers.contains("evil\\e[31mname\\nx"), "{workers}");
+    assert!(workers.contains("127.0.0.1:1\\x07"), "{workers}");
+
+    // --json stays valid JSON and keeps the text exactly.
+    let (_, json, _) = run_cli(&["jobs", "--store", &store.url, "--json"]);
+    let jobs: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(jobs[0]["error"], hostile);
+    let (_, json, _) = run_cli(&["workers", "--store", &store.url, "--json"]);
+    let workers: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(workers[0]["name"], "evil\u{1b}[31mname\nx");
+}

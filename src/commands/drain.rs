@@ -5,6 +5,7 @@ use super::{open_store, EXIT_FORCED};
 use crate::cli::DrainArgs;
 use crate::lifecycle::{Outcome, Phase};
 use crate::store::DrainRequest;
+use crate::text;
 use anyhow::anyhow;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -12,6 +13,13 @@ use std::time::{Duration, Instant};
 const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 
 pub async fn run(args: DrainArgs) -> anyhow::Result<ExitCode> {
+    // The same rules as `POST /fleet/{worker}/drain`, checked before the store is touched.
+    if let Err(message) = text::check_name("worker", &args.worker) {
+        return Ok(text::refuse_cli(&message));
+    }
+    if let Some(Err(message)) = args.reason.as_deref().map(text::check_reason) {
+        return Ok(text::refuse_cli(&message));
+    }
     let store = open_store(&args.store.store).await?;
     let requested_by = format!(
         "cli {}@{}",
@@ -33,7 +41,9 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow!("cannot drain {:?}: {e}", args.worker))?;
     println!(
         "drain ({}) requested for worker {} ({}); it starts at the worker's next heartbeat",
-        args.mode, target.name, target.id
+        args.mode,
+        text::escape_control(&target.name),
+        target.id
     );
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
@@ -57,7 +67,7 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<ExitCode> {
         if row.declared_dead_at.is_some() {
             return Err(anyhow!(
                 "worker {} was declared dead (no heartbeat) before it finished draining",
-                target.name
+                text::escape_control(&target.name)
             ));
         }
     }

@@ -1,8 +1,10 @@
-//! `handover jobs` and `handover workers`: a table for people, `--json` for scripts.
+//! `handover jobs` and `handover workers`: a table for people (control characters escaped, one
+//! line per row), `--json` for scripts.
 
 use super::open_store;
 use crate::cli::{JobsArgs, WorkersArgs};
 use crate::store::{JobFilter, WorkerRow};
+use crate::text;
 use chrono::Utc;
 use std::io::Write;
 use std::process::ExitCode;
@@ -31,7 +33,9 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<ExitCode> {
                 job.checkpoint
                     .as_ref()
                     .map_or("-".into(), |c| truncate(&c.to_string(), 48)),
-                job.error.as_deref().map_or("-".into(), |e| truncate(e, 48)),
+                job.error
+                    .as_deref()
+                    .map_or("-".into(), |e| truncate(&text::escape_control(e), 48)),
             ]
         });
         print_table(
@@ -122,7 +126,10 @@ fn print_table(
     headers: &[&str],
     rows: impl Iterator<Item = Vec<String>>,
 ) -> std::io::Result<()> {
-    let rows: Vec<Vec<String>> = rows.collect();
+    // Text from the store (exec stderr, worker names) may hold newlines and terminal escapes.
+    let rows: Vec<Vec<String>> = rows
+        .map(|row| row.iter().map(|cell| text::escape_control(cell)).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {

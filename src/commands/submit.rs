@@ -5,6 +5,7 @@ use super::open_store;
 use crate::cli::SubmitArgs;
 use crate::jobs::{validate_kind, Registry};
 use crate::store::NewJob;
+use crate::text;
 use anyhow::{anyhow, bail, Context};
 use serde_json::{Map, Value};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,6 +17,16 @@ const BATCH: usize = 10_000;
 pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     validate_kind(&args.kind).map_err(|e| anyhow!(e))?;
     let payloads = collect_payloads(&args)?;
+    // The same rules as `POST /api/jobs`: no control characters but tab and newlines in any string.
+    for (index, payload) in payloads.iter().enumerate() {
+        if let Err(message) = text::check_payload(payload) {
+            return Ok(text::refuse_cli(&if payloads.len() == 1 {
+                message
+            } else {
+                format!("job {} of {}: {message}", index + 1, payloads.len())
+            }));
+        }
+    }
     let registry = Registry::builtin();
     match registry.get(&args.kind) {
         Some(handler) => {

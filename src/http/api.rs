@@ -2,6 +2,7 @@
 
 use super::{error, HttpState};
 use crate::lifecycle::{DrainAnswer, DrainOrder, Mode, Trigger};
+use crate::text;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -13,8 +14,6 @@ use std::sync::Arc;
 
 /// Largest drain request body accepted.
 const MAX_BODY: usize = 16 * 1024;
-/// Longest reason kept.
-const MAX_REASON: usize = 500;
 
 pub fn status_json(state: &HttpState) -> Value {
     status_json_of(state, &state.machine.status())
@@ -98,7 +97,8 @@ pub(super) async fn read_body(request: Request) -> Result<(String, axum::body::B
     }
 }
 
-/// Checks a drain body's mode and reason; the error is the message for a 400.
+/// Checks a drain body's mode, reason and who asked (one-line fields within the limits of
+/// [`crate::text`]); the error is the message for a 400.
 pub(super) fn drain_mode_and_reason(body: &DrainBody) -> Result<(Mode, Option<String>), String> {
     let mode = body
         .mode
@@ -106,8 +106,11 @@ pub(super) fn drain_mode_and_reason(body: &DrainBody) -> Result<(Mode, Option<St
         .map(str::parse::<Mode>)
         .transpose()?
         .unwrap_or(Mode::Handoff);
-    if body.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
-        return Err(format!("reason is longer than {MAX_REASON} bytes"));
+    if let Some(reason) = &body.reason {
+        text::check_reason(reason)?;
+    }
+    if let Some(who) = &body.requested_by {
+        text::check_name("requested_by", who)?;
     }
     let reason = body.reason.clone().filter(|r| !r.trim().is_empty());
     Ok((mode, reason))

@@ -5,6 +5,7 @@ use super::api::{drain_mode_and_reason, is_form, parse_body, peer, read_body, Dr
 use super::{error, HttpState};
 use crate::jobs::validate_kind;
 use crate::store::{DrainRequest, JobFilter, JobStatus, NewJob, StoreError, DEFAULT_MAX_ATTEMPTS};
+use crate::text;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -15,6 +16,8 @@ use std::sync::Arc;
 
 /// Jobs listed per call unless `limit` says otherwise (at most `MAX_LIST`).
 const DEFAULT_LIST: i64 = 100;
+/// Shutdown records listed per call unless `limit` says otherwise (at most `MAX_LIST`).
+const DEFAULT_SHUTDOWNS: i64 = 50;
 const MAX_LIST: i64 = 1000;
 /// Jobs one POST may submit.
 const MAX_SUBMIT: u32 = 10_000;
@@ -27,6 +30,16 @@ pub(super) fn store_error(err: StoreError) -> Response {
         StoreError::Invalid(message) => error(StatusCode::BAD_REQUEST, message),
         other if other.store_is_down() => error(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
         other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+/// A listing's `limit`: `default` when absent; outside 1..=`MAX_LIST` the message for a 400.
+fn list_limit(limit: Option<i64>, default: i64) -> Result<i64, String> {
+    let limit = limit.unwrap_or(default);
+    if (1..=MAX_LIST).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(format!("limit must be between 1 and {MAX_LIST}"))
     }
 }
 
@@ -47,7 +60,10 @@ pub async fn shutdowns(
     State(state): State<Arc<HttpState>>,
     Query(query): Query<ShutdownQuery>,
 ) -> Response {
-    let limit = query.limit.unwrap_or(50).clamp(1, MAX_LIST);
+    let limit = match list_limit(query.limit, DEFAULT_SHUTDOWNS) {
+        Ok(limit) => limit,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
     match state.store.list_shutdowns(limit).await {
         Ok(records) => Json(records).into_response(),
         Err(err) => store_error(err),
@@ -71,13 +87,10 @@ pub async fn jobs(State(state): State<Arc<HttpState>>, Query(query): Query<JobsQ
         Ok(status) => status,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let limit = query.limit.unwrap_or(DEFAULT_LIST);
-    if !(1..=MAX_LIST).contains(&limit) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("limit must be between 1 and {MAX_LIST}"),
-        );
-    }
+    let limit = match list_limit(query.limit, DEFAULT_LIST) {
+        Ok(limit) => limit,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
     match state
         .store
         .list_jobs(&JobFilter {
@@ -124,6 +137,9 @@ pub async fn submit(State(state): State<Arc<HttpState>>, request: Request) -> Re
         return error(StatusCode::BAD_REQUEST, message);
     }
     let payload = body.payload.unwrap_or_else(|| json!({}));
+    if let Err(message) = text::check_payload(&payload) {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
     match state.handlers.get(&kind) {
         Some(handler) => {
             if let Err(message) = handler.validate(&payload) {
@@ -173,6 +189,9 @@ pub async fn drain_other(
     Path(worker): Path<String>,
     request: Request,
 ) -> Response {
+    if let Err(message) = text::check_name("worker", &worker) {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
     let peer = peer(&request);
     let (content_type, body) = match read_body(request).await {
         Ok(read) => read,

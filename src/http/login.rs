@@ -3,8 +3,9 @@
 use super::auth::{constant_time_eq, Caller};
 use super::session;
 use super::views::LoginPage;
-use super::HttpState;
+use super::{error, HttpState};
 use askama::Template;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -18,13 +19,44 @@ pub struct LoginInput {
     next: Option<String>,
 }
 
-/// Only paths on this site: `/x`, never `//host` or `http://...`.
-fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
-            path.to_string()
-        }
-        _ => "/".to_string(),
+/// A fixed base to resolve `next` against: only what stays on it is a path on this site.
+const NEXT_BASE: &str = "http://handover.invalid/";
+/// Longest `next` followed; anything longer goes to `/`.
+const MAX_NEXT: usize = 2048;
+/// Largest login form body.
+pub(super) const MAX_FORM: usize = 16 * 1024;
+
+/// Where to send a browser after login: a path (and query) on this site, else `/`.
+///
+/// `next` must start with a single `/`, hold no control character or backslash (browsers strip
+/// or reinterpret those, turning `/\t/evil` into `//evil`), and still be on this site once parsed
+/// as a URL. The answer is re-serialized by the parser, so it is ASCII with everything else
+/// percent-encoded; a fragment is dropped.
+pub(super) fn safe_next(next: Option<&str>) -> String {
+    let home = || "/".to_string();
+    let Some(raw) = next else {
+        return home();
+    };
+    if raw.len() > MAX_NEXT
+        || !raw.starts_with('/')
+        || raw.starts_with("//")
+        || raw.chars().any(|c| c.is_control() || c == '\\')
+    {
+        return home();
+    }
+    let Ok(base) = url::Url::parse(NEXT_BASE) else {
+        return home();
+    };
+    let Ok(resolved) = base.join(raw) else {
+        return home();
+    };
+    // Dot segments can turn `/..//host` into the path `//host`, which a browser reads as a host.
+    if resolved.origin() != base.origin() || resolved.path().starts_with("//") {
+        return home();
+    }
+    match resolved.query() {
+        Some(query) => format!("{}?{query}", resolved.path()),
+        None => resolved.path().to_string(),
     }
 }
 
@@ -44,12 +76,21 @@ fn login(state: &HttpState, input: LoginInput) -> Response {
     match input.token.as_deref().map(str::trim) {
         None | Some("") => page(state, StatusCode::OK, None, next),
         Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => {
+            // The Location is checked before a session exists, and a session whose cookie cannot
+            // be built is dropped again: no error path leaves a session behind.
+            let Ok(location) = header::HeaderValue::from_str(&next) else {
+                return error(StatusCode::BAD_REQUEST, "unusable next address");
+            };
             let id = state.sessions.create();
-            let mut response = Redirect::to(&next).into_response();
-            if let Ok(cookie) = header::HeaderValue::from_str(&session::set_cookie(&id)) {
-                response.headers_mut().insert(header::SET_COOKIE, cookie);
-            }
-            response
+            let Ok(cookie) = header::HeaderValue::from_str(&session::set_cookie(&id)) else {
+                state.sessions.remove(&id);
+                return error(StatusCode::BAD_REQUEST, "cannot set the session cookie");
+            };
+            (
+                StatusCode::SEE_OTHER,
+                [(header::LOCATION, location), (header::SET_COOKIE, cookie)],
+            )
+                .into_response()
         }
         Some(_) => page(
             state,
@@ -62,16 +103,27 @@ fn login(state: &HttpState, input: LoginInput) -> Response {
 
 pub async fn form(
     State(state): State<Arc<HttpState>>,
-    Query(input): Query<LoginInput>,
+    input: Result<Query<LoginInput>, QueryRejection>,
 ) -> Response {
-    login(&state, input)
+    match input {
+        Ok(Query(input)) => login(&state, input),
+        Err(rejection) => error(rejection.status(), rejection.body_text()),
+    }
 }
 
+/// `POST /login`; the router caps its body at [`MAX_FORM`].
 pub async fn submit(
     State(state): State<Arc<HttpState>>,
-    Form(input): Form<LoginInput>,
+    input: Result<Form<LoginInput>, FormRejection>,
 ) -> Response {
-    login(&state, input)
+    match input {
+        Ok(Form(input)) => login(&state, input),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("login form is larger than {MAX_FORM} bytes"),
+        ),
+        Err(rejection) => error(rejection.status(), rejection.body_text()),
+    }
 }
 
 pub async fn logout(
@@ -100,5 +152,55 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil")), "/");
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn evil_next_values_go_home() {
+        let long = format!("/{}", "a".repeat(5000));
+        for evil in [
+            "/\t/evil.example",
+            "/\t/evil.example/x",
+            "/\n/evil.example",
+            "/\r\nSet-Cookie: x=y",
+            "/\0",
+            "/\u{1b}[2J",
+            "/\u{7f}",
+            "/\u{85}/evil.example",
+            "\t//evil.example",
+            " //evil.example",
+            "//evil.example",
+            "///evil.example",
+            "/\\evil.example",
+            "/\\/evil.example",
+            "\\\\evil.example",
+            "https:evil.example",
+            "https://evil.example",
+            "javascript:alert(1)",
+            "evil.example",
+            "",
+            "/..//evil.example",
+            "/.//evil.example",
+            "/%2e%2e//evil.example",
+            "/a/../..//evil.example",
+            long.as_str(),
+        ] {
+            assert_eq!(safe_next(Some(evil)), "/", "{evil:?}");
+        }
+    }
+
+    #[test]
+    fn odd_but_local_next_values_stay_local_and_encoded() {
+        for (next, expected) in [
+            ("/%09/evil.example", "/%09/evil.example"),
+            ("/%0A", "/%0A"),
+            ("/ /evil.example", "/%20/evil.example"),
+            ("/für alle", "/f%C3%BCr%20alle"),
+            ("/jobs?status=dead&x=ü", "/jobs?status=dead&x=%C3%BC"),
+            ("/fleet#top", "/fleet"),
+            ("/a/./b/../c", "/a/c"),
+            ("/../fleet", "/fleet"),
+        ] {
+            assert_eq!(safe_next(Some(next)), expected, "{next:?}");
+        }
     }
 }

@@ -18,7 +18,8 @@ use crate::store::SharedStore;
 use crate::telemetry::Metrics;
 use crate::worker::health::StoreHealth;
 use crate::worker::inflight::InFlight;
-use axum::http::StatusCode;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -54,7 +55,7 @@ async fn security_headers(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    use axum::http::header::{self, HeaderValue};
+    use axum::http::header::HeaderValue;
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(
@@ -102,12 +103,18 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/livez", get(probes::livez))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
-        .route("/login", get(login::form).post(login::submit))
+        .route(
+            "/login",
+            get(login::form)
+                .post(login::submit)
+                .layer(DefaultBodyLimit::max(login::MAX_FORM)),
+        )
         .route("/static/admin.css", get(assets::css))
         .route("/static/admin.js", get(assets::js))
         .merge(pages)
         .merge(admin)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }
@@ -121,6 +128,48 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: Cancellat
     {
         tracing::error!(%err, "HTTP server failed");
     }
+}
+
+/// Longest plain-text error body carried over into JSON.
+const MAX_PLAIN_ERROR: usize = 4 * 1024;
+
+/// Every error is JSON: a 4xx/5xx answered in plain text or with no body at all (axum's own
+/// rejections: a query string or path that does not parse, a wrong method, a body over a limit)
+/// becomes `{"error": "..."}` with the same status and headers. HTML (the login page's own 401)
+/// and JSON pass through.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !plain {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_PLAIN_ERROR)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let mut json = error(status, message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            json.headers_mut().append(name, value.clone());
+        }
+    }
+    json
 }
 
 async fn not_found() -> Response {
