@@ -94,6 +94,11 @@ pub fn parse_bounded_duration(flag: &str, text: &str) -> Result<Duration, String
     Ok(value)
 }
 
+fn worker_name(text: &str) -> Result<String, String> {
+    crate::text::check_name("--name", text)?;
+    Ok(text.to_string())
+}
+
 fn grace(text: &str) -> Result<Duration, String> {
     parse_bounded_duration("--grace", text)
 }
@@ -135,7 +140,7 @@ pub struct WorkerArgs {
     pub listen: String,
 
     /// Worker name shown in the fleet view [default: HOSTNAME-PID].
-    #[arg(long, env = "HANDOVER_NAME")]
+    #[arg(long, env = "HANDOVER_NAME", value_parser = worker_name)]
     pub name: Option<String>,
 
     /// Jobs run at once [default: number of CPUs].

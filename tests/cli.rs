@@ -93,12 +93,12 @@ async fn unsafe_worker_timings_are_refused() {
             "--lease-ttl",
             "5s",
         ],
-        1,
+        2,
         "must be at most half of --lease-ttl",
     );
     assert_refused(
         &["worker", "--store", &store.url, "--admin-token", "short"],
-        1,
+        2,
         "at least 16 characters",
     );
     assert_refused(

@@ -394,6 +394,7 @@ fn duration_flags_above_their_ceiling_or_at_zero_are_bad_command_lines() {
             "at most half",
         ),
         (vec!["--admin-token", "                "], "spaces"),
+        (vec!["--name", "evil\u{1b}]0;name"], "--name"),
     ] {
         let mut args = vec!["worker", "--store", &url, "--listen", "127.0.0.1:0"];
         args.extend(flags.iter().copied());

@@ -692,8 +692,16 @@ impl PhaseMachine {
             mode: drain.order.mode,
             outcome: self.outcome,
             // The record must never be lost to its own content: one printable line each.
-            requested_by: drain.order.requested_by.as_deref().map(printable),
-            reason: drain.order.reason.as_deref().map(printable),
+            requested_by: drain
+                .order
+                .requested_by
+                .as_deref()
+                .map(crate::text::escape_control),
+            reason: drain
+                .order
+                .reason
+                .as_deref()
+                .map(crate::text::escape_control),
             started_at: drain.started_at,
             duration_ms: drain.started.elapsed().as_secs_f64() * 1000.0,
             phases: self.timeline[drain.first_phase..]
@@ -780,19 +788,6 @@ where
             other => return other,
         }
     }
-}
-
-/// Text as one printable line: control characters are written as escapes.
-fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
 }
 
 /// Releases leases, retrying while the store is unreachable (the caller bounds the time).
