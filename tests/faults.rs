@@ -6,7 +6,7 @@ mod common;
 
 use common::postgres::PgSchema;
 use common::{run_cli, wait_for, DemoSpec, TestStore, WorkerProcess};
-use handover::store::{JobStatus, StoreUrl};
+use handover::store::JobStatus;
 use nix::sys::signal::Signal;
 use serde_json::json;
 use std::io::Write;
@@ -49,18 +49,7 @@ impl TinyDisk {
 
     /// A store on this disk, created and migrated.
     async fn store(&self) -> TestStore {
-        let dir = tempfile::tempdir_in(self.path()).unwrap();
-        let path = dir.path().join("handover.db");
-        let url = format!("sqlite://{}", path.display());
-        let store = handover::store::open_migrated(&StoreUrl::Sqlite { path })
-            .await
-            .unwrap();
-        TestStore {
-            dir,
-            url,
-            store,
-            schema: None,
-        }
+        TestStore::sqlite_in(tempfile::tempdir_in(self.path()).unwrap()).await
     }
 }
 
@@ -141,12 +130,7 @@ async fn a_full_disk_acknowledges_nothing_and_the_worker_recovers_when_space_ret
     let (code, _, stderr) = run_cli(&["submit", "--store", &store.url, "--kind", "noop"]);
     assert_eq!(code, 0, "another process can write the file: {stderr}");
     assert_eq!(
-        store
-            .store
-            .list_jobs(&Default::default())
-            .await
-            .unwrap()
-            .len(),
+        store.all_jobs().await.len(),
         2 + 3 + 1,
         "the refused submit left no job"
     );
@@ -163,9 +147,8 @@ async fn a_full_disk_acknowledges_nothing_and_the_worker_recovers_when_space_ret
         store.worker_row(&worker.id).await.phase,
         handover::lifecycle::Phase::Stopped
     );
-    let records = store.store.list_shutdowns(10).await.unwrap();
     assert!(
-        records.iter().any(|r| r.worker_id == worker.id),
+        store.shutdown_of(&worker.id).await.is_some(),
         "the shutdown record was written"
     );
 }
@@ -264,13 +247,7 @@ async fn a_corrupt_store_file_makes_the_worker_not_ready() {
 
     worker.signal(Signal::SIGTERM);
     let status = worker.wait_exit(Duration::from_secs(20)).await;
-    let recorded = store
-        .store
-        .list_shutdowns(10)
-        .await
-        .unwrap()
-        .iter()
-        .any(|r| r.worker_id == worker.id);
+    let recorded = store.shutdown_of(&worker.id).await.is_some();
     assert!(
         recorded || status.code() != Some(0),
         "exit 0 only with the shutdown record written; log:\n{}",
@@ -301,12 +278,8 @@ async fn sighup_drains_like_sigterm_and_is_recorded_as_such() {
     assert_eq!(job.status, JobStatus::Pending);
     assert!(job.checkpoint.is_some());
     let record = store
-        .store
-        .list_shutdowns(10)
+        .shutdown_of(&worker.id)
         .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.worker_id == worker.id)
         .expect("shutdown record");
     assert_eq!(record.trigger.as_str(), "sighup");
 }

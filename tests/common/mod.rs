@@ -5,7 +5,9 @@
 
 pub mod postgres;
 
-use handover::store::{Job, JobId, JobStatus, NewJob, SharedStore, StoreUrl, WorkerRow};
+use handover::store::{
+    Job, JobId, JobStatus, NewJob, SharedStore, ShutdownRecord, StoreUrl, WorkerRow,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -93,7 +95,11 @@ pub struct TestStore {
 
 impl TestStore {
     pub async fn new() -> TestStore {
-        let dir = tempfile::tempdir().unwrap();
+        Self::sqlite_in(tempfile::tempdir().unwrap()).await
+    }
+
+    /// A SQLite store in the given directory (created and migrated).
+    pub async fn sqlite_in(dir: tempfile::TempDir) -> TestStore {
         let path = dir.path().join("handover.db");
         let url = format!("sqlite://{}", path.display());
         let store = handover::store::open_migrated(&StoreUrl::Sqlite { path })
@@ -123,6 +129,21 @@ impl TestStore {
             .submit(&[NewJob::new(kind, payload)])
             .await
             .unwrap()[0]
+    }
+
+    /// Every job in the store.
+    pub async fn all_jobs(&self) -> Vec<Job> {
+        self.store.list_jobs(&Default::default()).await.unwrap()
+    }
+
+    /// The shutdown record a worker left, if any.
+    pub async fn shutdown_of(&self, worker_id: &str) -> Option<ShutdownRecord> {
+        self.store
+            .list_shutdowns(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.worker_id == worker_id)
     }
 
     pub async fn job(&self, id: JobId) -> Job {
