@@ -345,13 +345,17 @@ impl App {
         let summary = self.machine.run().await;
         if !self.config.final_scrape_wait.is_zero() {
             let seen = self.metrics.scrapes_answered();
-            signals.borrow_and_update();
+            // Any signal but the one that started the drain ends the wait, including one that
+            // arrived while `deregistering` was still finishing.
+            let started_by_signal = u64::from(summary.record.trigger.is_signal());
             tokio::select! {
                 _ = self.metrics.wait_for_scrape_after(seen) => tracing::info!("final scrape answered"),
                 _ = tokio::time::sleep(self.config.final_scrape_wait) => {
                     tracing::info!("no final scrape arrived within --final-scrape-wait")
                 }
-                _ = signals.changed() => tracing::info!("signal received; not waiting for a final scrape"),
+                _ = signals.wait_for(|count| *count > started_by_signal) => {
+                    tracing::info!("signal received; not waiting for a final scrape")
+                }
             }
         }
         self.server_stop.cancel();
