@@ -1,7 +1,7 @@
 //! The command line of SPEC §5. Every flag also reads `HANDOVER_<FLAG>`; durations are parsed here, once.
 
-use crate::lifecycle::Mode;
-use crate::store::{JobStatus, StoreUrl};
+use crate::model::{JobStatus, Mode};
+use crate::store::StoreUrl;
 use crate::telemetry::tracing::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -49,50 +49,7 @@ pub enum Command {
     Migrate(StoreArgs),
 }
 
-/// Parses `500ms`, `5s`, `2m`, `1h 30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{e}; use a duration such as 500ms, 5s or 2m"))
-}
-
-const HOUR: Duration = Duration::from_secs(3600);
-const DAY: Duration = Duration::from_secs(24 * 3600);
-
-/// The range each duration flag accepts: `(flag, least, most)`. Every sum and product the worker
-/// makes of these (deadlines, lease expiry, twice the heartbeat) stays far inside what `Instant`,
-/// `chrono` and SQL timestamps hold.
-pub const DURATION_LIMITS: &[(&str, Duration, Duration)] = &[
-    ("--grace", Duration::from_millis(1), DAY),
-    ("--drain-delay", Duration::ZERO, HOUR),
-    ("--heartbeat-interval", Duration::from_millis(1), HOUR),
-    ("--lease-ttl", Duration::from_millis(2), DAY),
-    ("--poll-interval", Duration::from_millis(1), HOUR),
-    ("--final-scrape-wait", Duration::ZERO, HOUR),
-];
-
-/// Parses a duration for `flag` and checks it against [`DURATION_LIMITS`].
-pub fn parse_bounded_duration(flag: &str, text: &str) -> Result<Duration, String> {
-    let (_, least, most) = DURATION_LIMITS
-        .iter()
-        .find(|(name, _, _)| *name == flag)
-        .copied()
-        .unwrap_or((flag, Duration::ZERO, DAY));
-    let value = parse_duration(text)?;
-    if value < least {
-        return Err(if least == Duration::from_millis(1) {
-            "must be longer than 0s".to_string()
-        } else {
-            format!("must be at least {}", humantime::format_duration(least))
-        });
-    }
-    if value > most {
-        return Err(format!(
-            "must be at most {}",
-            humantime::format_duration(most)
-        ));
-    }
-    Ok(value)
-}
+pub use crate::app::config::{parse_bounded_duration, parse_duration, DURATION_LIMITS};
 
 fn worker_name(text: &str) -> Result<String, String> {
     crate::text::check_name("--name", text)?;

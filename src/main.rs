@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             // A configuration that cannot work is a bad command line, like a bad flag.
             if err
                 .chain()
-                .any(|cause| cause.is::<handover::worker::ConfigError>())
+                .any(|cause| cause.is::<handover::app::ConfigError>())
             {
                 ExitCode::from(EXIT_USAGE)
             } else {

@@ -129,6 +129,15 @@ pub fn escape_control(text: &str) -> String {
     out
 }
 
+/// A panic's message, when it carries text.
+pub fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,11 +16,14 @@ store_tests!(pg::PgSchema::new());
 async fn new_jobs_and_drain_requests_are_pushed_at_once() {
     let fixture = pg::PgSchema::new().await;
     let store = fixture.store();
-    let mut events = store
-        .subscribe()
+    let stop = tokio_util::sync::CancellationToken::new();
+    let subscription = store
+        .subscribe(stop.clone())
         .await
         .unwrap()
         .expect("PostgreSQL pushes events");
+    let mut events = subscription.events;
+    let listener = tokio::spawn(subscription.listener);
     store
         .submit(&[NewJob::new("noop", serde_json::json!({}))])
         .await
@@ -62,6 +65,11 @@ async fn new_jobs_and_drain_requests_are_pushed_at_once() {
             worker_id: "w1".into()
         })
     );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), listener)
+        .await
+        .expect("the listener ends when told to stop")
+        .unwrap();
 }
 
 #[tokio::test]

@@ -1,14 +1,15 @@
 //! `handover demo`: a worker on an embedded store with a stream of demo jobs of a few seconds each;
 //! Ctrl-C shows the drain phases finishing, with their durations.
 
-use super::worker::exit_code;
+use super::exit_code;
+use crate::app::{App, WorkerConfig};
 use crate::cli::DemoArgs;
 use crate::jobs::demo::{chain_start, chain_steps};
 use crate::jobs::Registry;
-use crate::lifecycle::{signals::SignalListener, MachineHandle, Phase};
-use crate::store::{JobStatus, NewJob, SharedStore};
+use crate::lifecycle::{signals::SignalListener, MachineHandle};
+use crate::model::{JobStatus, NewJob, Phase};
+use crate::store::SharedStore;
 use crate::telemetry::tracing::TraceFlusher;
-use crate::worker::{App, WorkerConfig};
 use serde_json::json;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -50,9 +51,12 @@ pub async fn run(args: DemoArgs, traces: TraceFlusher) -> anyhow::Result<ExitCod
     println!();
 
     let handle = app.handle();
-    signals.forward_to(handle.clone());
-    tokio::spawn(feed(store, handle, iterations, checkpoint_every));
-    let summary = app.run_until_stopped().await;
+    app.forward_signals(signals);
+    // The feed stops by itself once the worker deregisters.
+    let (summary, ()) = tokio::join!(
+        app.run_until_stopped(),
+        feed(store, handle, iterations, checkpoint_every)
+    );
 
     let record = &summary.record;
     println!();

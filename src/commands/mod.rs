@@ -7,6 +7,8 @@ mod submit;
 mod worker;
 
 use crate::cli::{Cli, Command};
+use crate::lifecycle::ShutdownSummary;
+use crate::model::Outcome;
 use crate::telemetry::tracing::TraceFlusher;
 use std::process::ExitCode;
 
@@ -14,6 +16,36 @@ use std::process::ExitCode;
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code of a shutdown that took the forced path.
 pub const EXIT_FORCED: u8 = 3;
+/// Exit code of a worker stopped because an essential task of its own failed (SPEC §10).
+pub const EXIT_INTERNAL: u8 = 4;
+
+/// How a worker's shutdown maps to its exit status: 4 when an essential task failed (whatever
+/// started the drain), else 3 when forced, 1 when a write of the shutdown never reached the
+/// store (its jobs are then left to lease expiry and rescue, and a script must not read the exit
+/// as a clean hand-back), and 0 for a clean stop.
+pub fn exit_status(summary: &ShutdownSummary) -> u8 {
+    if !summary.failed_tasks.is_empty() {
+        return EXIT_INTERNAL;
+    }
+    match summary.outcome() {
+        Outcome::Forced => EXIT_FORCED,
+        Outcome::Clean if !summary.unwritten.is_empty() => EXIT_ERROR,
+        Outcome::Clean => 0,
+    }
+}
+
+/// [`exit_status`] as the process's exit code, logging what made it an error.
+pub fn exit_code(summary: &ShutdownSummary) -> ExitCode {
+    if !summary.failed_tasks.is_empty() {
+        tracing::error!(tasks = ?summary.failed_tasks, "stopped because essential tasks failed");
+    } else if !summary.unwritten.is_empty() {
+        tracing::error!(
+            unwritten = ?summary.unwritten,
+            "the store did not take every write of this shutdown"
+        );
+    }
+    ExitCode::from(exit_status(summary))
+}
 
 pub async fn run(cli: Cli, traces: TraceFlusher) -> anyhow::Result<ExitCode> {
     match cli.command {

@@ -1,11 +1,12 @@
-//! `handover worker`: build the app, forward signals, run until stopped, exit 0 (clean) or 3 (forced).
+//! `handover worker`: build the app, forward signals, run until stopped, exit with what the
+//! shutdown says (0 clean, 1 writes lost, 3 forced, 4 a task failed).
 
-use super::{EXIT_ERROR, EXIT_FORCED};
+use super::exit_code;
+use crate::app::{default_concurrency, default_worker_name, App, WorkerConfig};
 use crate::cli::WorkerArgs;
 use crate::jobs::Registry;
-use crate::lifecycle::{signals::SignalListener, Outcome, ShutdownSummary};
+use crate::lifecycle::signals::SignalListener;
 use crate::telemetry::tracing::TraceFlusher;
-use crate::worker::{default_concurrency, default_worker_name, App, WorkerConfig};
 use std::process::ExitCode;
 
 pub fn config_from_args(args: WorkerArgs) -> WorkerConfig {
@@ -39,23 +40,7 @@ pub async fn run(args: WorkerArgs, traces: TraceFlusher) -> anyhow::Result<ExitC
             "no --admin-token given; generated one for this run (0.0.0.0 means any address of this host)"
         );
     }
-    signals.forward_to(app.handle());
+    app.forward_signals(signals);
     let summary = app.run_until_stopped().await;
     Ok(exit_code(&summary))
-}
-
-/// 0 clean, 3 forced, 1 when a write of the shutdown never reached the store (its jobs are then
-/// left to lease expiry and rescue, and a script must not read the exit as a clean hand-back).
-pub fn exit_code(summary: &ShutdownSummary) -> ExitCode {
-    match summary.outcome() {
-        Outcome::Forced => ExitCode::from(EXIT_FORCED),
-        Outcome::Clean if !summary.unwritten.is_empty() => {
-            tracing::error!(
-                unwritten = ?summary.unwritten,
-                "the store did not take every write of this shutdown"
-            );
-            ExitCode::from(EXIT_ERROR)
-        }
-        Outcome::Clean => ExitCode::SUCCESS,
-    }
 }

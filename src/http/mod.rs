@@ -12,12 +12,12 @@ mod probes;
 pub mod session;
 pub mod views;
 
+use crate::jobs::inflight::InFlight;
 use crate::jobs::Registry;
 use crate::lifecycle::MachineHandle;
 use crate::store::SharedStore;
 use crate::telemetry::Metrics;
 use crate::worker::health::StoreHealth;
-use crate::worker::inflight::InFlight;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -44,9 +44,9 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    /// Ready means: in `running` with the store reachable.
+    /// Ready means: in `running`, no essential task failed, and the store reachable.
     pub fn is_ready(&self) -> bool {
-        self.machine.phase() == crate::lifecycle::Phase::Running && self.health.is_up()
+        self.machine.is_running() && self.health.is_up()
     }
 }
 
@@ -120,14 +120,15 @@ pub fn router(state: Arc<HttpState>) -> Router {
 }
 
 /// Serves until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(err) = axum::serve(listener, app)
+    axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
-    {
-        tracing::error!(%err, "HTTP server failed");
-    }
 }
 
 /// Longest plain-text error body carried over into JSON.

@@ -1,8 +1,8 @@
 //! View models for the askama page templates: plain strings and numbers, formatted once here.
 
+use crate::jobs::inflight::InFlightView;
 use crate::lifecycle::{Phase, Status};
 use crate::store::{Job, JobStatus, ShutdownRecord, WorkerRow};
-use crate::worker::inflight::InFlightView;
 use askama::Template;
 use chrono::{DateTime, Utc};
 

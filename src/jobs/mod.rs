@@ -3,11 +3,12 @@
 
 pub mod demo;
 pub mod exec;
+pub mod inflight;
 pub mod noop;
 
+use self::inflight::InFlight;
 use crate::store::{ClaimedJob, JobId, SharedStore, StoreError};
 use crate::telemetry::Metrics;
-use crate::worker::inflight::InFlight;
 use async_trait::async_trait;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -1,24 +1,25 @@
 //! The phase machine: the one place where shutdown is decided.
 //!
-//! Every trigger (signal, HTTP, remote request) arrives as a command on one channel. The machine
+//! Every trigger (signal, HTTP, remote request, a failed task) arrives as a command on one channel. The machine
 //! turns readiness off before anything else, then walks `draining → checkpointing → releasing →
 //! deregistering → stopped` inside the `--grace` deadline, taking the forced path when the deadline
 //! passes or a second signal arrives. Nothing else may change the phase.
 
+use super::claims::ClaimControl;
+use super::handle::{CancelRefused, Command, DrainAnswer, DrainOrder, MachineHandle};
 use super::status::{LivedPhase, Status};
-use super::{Mode, Outcome, Phase, Trigger};
-use crate::store::{JobId, Lease, SharedStore, ShutdownRecord, StoreResult};
-use crate::telemetry::metrics::ReleaseReason;
+use crate::jobs::inflight::{HeldJob, InFlight, JobState};
+use crate::model::{JobId, Lease, Mode, Outcome, Phase, ReleaseReason, ShutdownRecord, Task};
+use crate::store::{SharedStore, StoreError, StoreResult};
+use crate::telemetry::events::{JobReleased, PhaseEnded, PhaseEntered, ShutdownEnded};
 use crate::telemetry::tracing::TraceFlusher;
 use crate::telemetry::Metrics;
-use crate::worker::claim::ClaimControl;
-use crate::worker::inflight::{HeldJob, InFlight, JobState};
 use chrono::{DateTime, Utc};
 use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio::time::sleep_until;
+use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
 use tracing::Span;
@@ -37,115 +38,6 @@ fn force_reserve(grace: Duration) -> Duration {
 /// In `finish` mode, the share of `--grace` kept for checkpointing and handing back (at most 10 s).
 const FINISH_RESERVE_DIVISOR: u32 = 3;
 const FINISH_RESERVE_MAX: Duration = Duration::from_secs(10);
-
-/// A request to drain.
-#[derive(Clone, Debug)]
-pub struct DrainOrder {
-    pub trigger: Trigger,
-    pub mode: Mode,
-    pub requested_by: Option<String>,
-    pub reason: Option<String>,
-}
-
-/// The machine's answer to a drain request.
-#[derive(Clone, Debug)]
-pub enum DrainAnswer {
-    /// This request started the drain.
-    Started(Status),
-    /// A drain was already under way; nothing new was started.
-    AlreadyShuttingDown(Status),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CancelRefused {
-    #[error("no drain is in progress")]
-    NotDraining,
-    #[error("a drain started by {0} cannot be cancelled")]
-    NotCancellable(Trigger),
-    #[error("the drain is already in {0}; only a drain still in draining can be cancelled")]
-    TooLate(Phase),
-}
-
-enum Command {
-    Drain {
-        order: DrainOrder,
-        reply: Option<oneshot::Sender<DrainAnswer>>,
-    },
-    Cancel {
-        reply: oneshot::Sender<Result<Status, CancelRefused>>,
-    },
-}
-
-/// How callers talk to the machine; cheap to clone.
-#[derive(Clone)]
-pub struct MachineHandle {
-    commands: mpsc::UnboundedSender<Command>,
-    status: watch::Receiver<Status>,
-    changes: broadcast::Sender<Status>,
-    /// How many signals were delivered, for waits after `stopped` that a signal must cut short.
-    signals: Arc<watch::Sender<u64>>,
-}
-
-impl MachineHandle {
-    pub fn status(&self) -> Status {
-        self.status.borrow().clone()
-    }
-
-    pub fn phase(&self) -> Phase {
-        self.status.borrow().phase
-    }
-
-    /// A receiver of the latest status (intermediate ones may be skipped).
-    pub fn subscribe(&self) -> watch::Receiver<Status> {
-        self.status.clone()
-    }
-
-    /// A receiver of every status change, in order (lagging far behind skips some).
-    pub fn follow(&self) -> broadcast::Receiver<Status> {
-        self.changes.subscribe()
-    }
-
-    /// Delivers a signal; never blocks and never drops one.
-    pub fn signal(&self, trigger: Trigger) {
-        self.signals.send_modify(|count| *count += 1);
-        let order = DrainOrder {
-            trigger,
-            mode: Mode::Handoff,
-            requested_by: None,
-            reason: Some(format!("{trigger} received")),
-        };
-        let _ = self.commands.send(Command::Drain { order, reply: None });
-    }
-
-    /// Watches the count of signals delivered (it changes with each one, after `stopped` too).
-    pub fn signals(&self) -> watch::Receiver<u64> {
-        self.signals.subscribe()
-    }
-
-    /// Asks for a drain; idempotent while one is under way.
-    pub async fn drain(&self, order: DrainOrder) -> DrainAnswer {
-        let (reply, answer) = oneshot::channel();
-        let sent = self.commands.send(Command::Drain {
-            order,
-            reply: Some(reply),
-        });
-        match (sent, answer.await) {
-            (Ok(()), Ok(answer)) => answer,
-            _ => DrainAnswer::AlreadyShuttingDown(self.status()),
-        }
-    }
-
-    /// Cancels an http/remote drain that is still in `draining`.
-    pub async fn cancel(&self) -> Result<Status, CancelRefused> {
-        let (reply, answer) = oneshot::channel();
-        if self.commands.send(Command::Cancel { reply }).is_err() {
-            return Err(CancelRefused::TooLate(self.phase()));
-        }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(CancelRefused::TooLate(self.phase())))
-    }
-}
 
 /// The worker parts the machine drives.
 pub struct WorkerParts {
@@ -184,6 +76,8 @@ pub struct ShutdownSummary {
     /// Store writes of the shutdown that never succeeded (hand-back, worker row, shutdown record):
     /// the worker must not exit 0 as if they had.
     pub unwritten: Vec<&'static str>,
+    /// Essential tasks that failed while the worker ran (filled in by the app's supervisor).
+    pub failed_tasks: Vec<Task>,
 }
 
 impl ShutdownSummary {
@@ -269,6 +163,7 @@ impl PhaseMachine {
             status: status_rx,
             changes,
             signals: Arc::new(watch::channel(0).0),
+            failure: Arc::new(OnceLock::new()),
         };
         (machine, handle)
     }
@@ -331,8 +226,8 @@ impl PhaseMachine {
         self.timeline.last().map_or(Phase::Starting, |p| p.phase)
     }
 
-    /// Ends the current phase once: records its duration, observes it (shutdown phases), logs it
-    /// inside its span, and closes that span.
+    /// Ends the current phase once: records its duration, emits it (shutdown phases are observed
+    /// and logged inside their span), and closes that span.
     fn finish_current_phase(&mut self) {
         let trigger = self.drain.as_ref().map(|d| d.order.trigger);
         let ended_span = self.phase_span.take();
@@ -344,22 +239,13 @@ impl PhaseMachine {
         }
         let lived = current.entered.elapsed();
         current.duration = Some(lived);
-        let (Some(trigger), true) = (trigger, Phase::SHUTDOWN.contains(&current.phase)) else {
-            return;
-        };
-        self.parts
-            .metrics
-            .shutdown_phase_duration
-            .with_label_values(&[current.phase.as_str(), trigger.as_str()])
-            .observe(lived.as_secs_f64());
-        let phase = current.phase;
-        ended_span.unwrap_or_else(Span::current).in_scope(|| {
-            tracing::info!(
-                phase = %phase,
-                duration_ms = format_args!("{:.1}", lived.as_secs_f64() * 1000.0),
-                "phase finished"
-            )
-        });
+        PhaseEnded {
+            phase: current.phase,
+            lived,
+            trigger,
+            span: ended_span.as_ref(),
+        }
+        .emit(&self.parts.metrics);
     }
 
     /// Ends the current phase and enters `phase`, publishing the new status.
@@ -372,10 +258,11 @@ impl PhaseMachine {
                 otel.name = %format_args!("shutdown.{phase}"),
                 phase = %phase,
                 trigger = %drain.order.trigger,
+                duration_ms = Empty,
             ));
         }
         self.timeline.push(LivedPhase::new(phase));
-        self.parts.metrics.set_phase(phase);
+        PhaseEntered { phase }.emit(&self.parts.metrics);
         self.publish();
     }
 
@@ -470,7 +357,7 @@ impl PhaseMachine {
         loop {
             tokio::select! {
                 output = &mut until => return Ok(output),
-                _ = sleep_until(deadline.into()) => return Err(Interruption::Force(ForceReason::Deadline)),
+                _ = sleep_until(deadline) => return Err(Interruption::Force(ForceReason::Deadline)),
                 command = self.recv() => {
                     if let Some(interruption) = self.answer_during_drain(command) {
                         return Err(interruption);
@@ -526,7 +413,7 @@ impl PhaseMachine {
             self.wait(async move {
                 tokio::select! {
                     _ = jobs.wait_until_empty() => {}
-                    _ = sleep_until(budget_end.into()) => {
+                    _ = sleep_until(budget_end) => {
                         tracing::info!(still_held = jobs.len(), "finish budget spent; checkpointing the rest");
                     }
                 }
@@ -541,7 +428,7 @@ impl PhaseMachine {
         self.enter(Phase::Checkpointing);
         self.parts.checkpoint_request.cancel();
         let jobs = self.parts.jobs.clone();
-        self.wait(async move { jobs.wait_until_no_handler_runs().await })
+        self.wait(async move { jobs.wait_until_attempts_end().await })
             .await
             .map_err(Self::force_reason)
     }
@@ -580,16 +467,21 @@ impl PhaseMachine {
         match applied {
             Ok(flags) => {
                 for (job, released) in held.iter().zip(flags) {
-                    if released {
+                    let reason = if released {
                         self.jobs_released += 1;
-                        self.parts.metrics.released(&job.kind, reason);
+                        reason
                     } else if job.state == JobState::Parked {
                         // Nothing of ours was writing it: another worker took it.
-                        self.parts.metrics.lease_lost.inc();
-                        self.parts
-                            .metrics
-                            .released(&job.kind, ReleaseReason::LeaseLost);
+                        ReleaseReason::LeaseLost
+                    } else {
+                        continue;
+                    };
+                    JobReleased {
+                        job_id: job.lease.job_id,
+                        kind: &job.kind,
+                        reason,
                     }
+                    .emit(&self.parts.metrics);
                 }
                 tracing::info!(released = self.jobs_released, "jobs handed back");
             }
@@ -639,7 +531,7 @@ impl PhaseMachine {
         self.parts.forced.cancel();
         let jobs = self.parts.jobs.clone();
         let settle = ABANDON_SETTLE.min(self.time_left() / 2);
-        let _ = tokio::time::timeout(settle, jobs.wait_until_no_handler_runs()).await;
+        let _ = tokio::time::timeout(settle, jobs.wait_until_attempts_end()).await;
         if self.current_phase() != Phase::Releasing {
             self.enter(Phase::Releasing);
         }
@@ -653,11 +545,10 @@ impl PhaseMachine {
         let applied =
             tokio::time::timeout(self.write_budget(), release_until_written(store, leases))
                 .await
-                .unwrap_or_else(|_| {
-                    Err(crate::store::StoreError::Broken(
-                        "the store did not take the hand-back in time".into(),
-                    ))
-                });
+                .unwrap_or(Err(StoreError::TimedOut {
+                    operation: "the forced hand-back",
+                    after: self.write_budget(),
+                }));
         self.count_releases(&held, applied, ReleaseReason::Forced);
     }
 
@@ -679,7 +570,10 @@ impl PhaseMachine {
         let budget = self.write_budget();
         let store = self.parts.store.clone();
         let worker_id = self.parts.worker_id.clone();
-        let deregistered = until_written(budget, || store.deregister_worker(&worker_id)).await;
+        let deregistered = until_written("deregistering", budget, || {
+            store.deregister_worker(&worker_id)
+        })
+        .await;
         if let Err(err) = deregistered {
             self.unwritten.push("worker row");
             tracing::error!(%err, "could not mark the worker stopped; a rescuer will declare it dead");
@@ -711,14 +605,16 @@ impl PhaseMachine {
             jobs_released: self.jobs_released,
             forced_jobs: self.forced_jobs.clone(),
         };
-        let recorded = until_written(self.write_budget(), || store.record_shutdown(&record)).await;
+        let recorded = until_written("the shutdown record", self.write_budget(), || {
+            store.record_shutdown(&record)
+        })
+        .await;
         let record_lost = recorded.is_err();
         if let Err(err) = recorded {
             tracing::error!(%err, "could not write the shutdown record; it is lost");
         }
         let (trigger, mode, started) = (drain.order.trigger, drain.order.mode, drain.started);
-        drain.span.record("outcome", self.outcome.as_str());
-        drain.span.record("jobs_released", self.jobs_released);
+        ShutdownEnded::record_in(self.outcome, self.jobs_released, &drain.span);
         if record_lost {
             self.unwritten.push("shutdown record");
         }
@@ -729,45 +625,36 @@ impl PhaseMachine {
             drain.span = Span::none();
         }
         self.traces.flush(self.write_budget()).await;
-        let total = started.elapsed();
-        let metrics = &self.parts.metrics;
-        metrics
-            .shutdown_duration
-            .with_label_values(&[trigger.as_str(), self.outcome.as_str()])
-            .observe(total.as_secs_f64());
-        metrics
-            .shutdowns
-            .with_label_values(&[trigger.as_str(), mode.as_str(), self.outcome.as_str()])
-            .inc();
-        // Counted before `stopped` is published, so no scrape sees a stop without its shutdown.
+        // Emitted before `stopped` is published, so no scrape sees a stop without its shutdown.
+        ShutdownEnded {
+            trigger,
+            mode,
+            outcome: self.outcome,
+            took: started.elapsed(),
+            released: self.jobs_released,
+        }
+        .emit(&self.parts.metrics);
         self.enter(Phase::Stopped);
-        tracing::info!(
-            outcome = %self.outcome,
-            total_ms = format_args!("{:.1}", total.as_secs_f64() * 1000.0),
-            released = self.jobs_released,
-            "stopped"
-        );
         ShutdownSummary {
             record,
             unwritten: self.unwritten,
+            failed_tasks: Vec::new(),
         }
     }
 }
 
 /// Runs a store write until it succeeds, fails for a reason other than the store being down, or
 /// `budget` passes.
-async fn until_written<T, F, Fut>(budget: Duration, write: F) -> StoreResult<T>
+async fn until_written<T, F, Fut>(
+    operation: &'static str,
+    budget: Duration,
+    write: F,
+) -> StoreResult<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = StoreResult<T>>,
 {
-    tokio::time::timeout(budget, retry_while_down(write))
-        .await
-        .unwrap_or_else(|_| {
-            Err(crate::store::StoreError::Broken(
-                "the store did not take the write in time".into(),
-            ))
-        })
+    StoreError::within(operation, budget, retry_while_down(write)).await
 }
 
 /// Runs a store write until it succeeds or fails for a reason other than the store being down

@@ -4,6 +4,7 @@
 
 use super::{MachineHandle, Trigger};
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 
 /// Signal handlers installed early; signals arriving before `forward_to` are kept, not lost.
 pub struct SignalListener {
@@ -29,26 +30,26 @@ impl SignalListener {
         })
     }
 
-    /// Sends every signal, from now on and any already received, to the machine.
-    pub fn forward_to(mut self, machine: MachineHandle) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                let ignored = futures_util::future::select_all(self.ignored.iter_mut().map(
-                    |(name, signal)| Box::pin(async move { signal.recv().await.map(|()| *name) }),
-                ));
-                let trigger = tokio::select! {
-                    Some(()) = self.terminate.recv() => Trigger::Sigterm,
-                    Some(()) = self.interrupt.recv() => Trigger::Sigint,
-                    Some(()) = self.hangup.recv() => Trigger::Sighup,
-                    (Some(name), _, _) = ignored => {
-                        tracing::warn!(signal = name, "signal received and ignored; send SIGTERM to drain this worker");
-                        continue;
-                    }
-                    else => return,
-                };
-                tracing::info!(signal = %trigger, "signal received");
-                machine.signal(trigger);
-            }
-        })
+    /// Sends every signal, from now on and any already received, to the machine, until `stop` is
+    /// cancelled.
+    pub async fn forward_to(mut self, machine: MachineHandle, stop: CancellationToken) {
+        loop {
+            let ignored =
+                futures_util::future::select_all(self.ignored.iter_mut().map(|(name, signal)| {
+                    Box::pin(async move { signal.recv().await.map(|()| *name) })
+                }));
+            let trigger = tokio::select! {
+                Some(()) = self.terminate.recv() => Trigger::Sigterm,
+                Some(()) = self.interrupt.recv() => Trigger::Sigint,
+                Some(()) = self.hangup.recv() => Trigger::Sighup,
+                (Some(name), _, _) = ignored => {
+                    tracing::warn!(signal = name, "signal received and ignored; send SIGTERM to drain this worker");
+                    continue;
+                }
+                _ = stop.cancelled() => return,
+            };
+            tracing::info!(signal = %trigger, "signal received");
+            machine.signal(trigger);
+        }
     }
 }

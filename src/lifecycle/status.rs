@@ -4,7 +4,8 @@ use super::{Mode, Outcome, Phase, Trigger};
 use crate::store::PhaseSpan;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// What the machine publishes on every change (read by probes, the API and the pages).
 #[derive(Clone, Debug, Serialize)]

@@ -10,180 +10,21 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 pub use self::url::StoreUrl;
 
-use crate::lifecycle::{Mode, Outcome, Phase, Trigger};
+pub use crate::model::{
+    ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport, Job, JobId, JobStatus, Lease, NewJob,
+    PhaseSpan, ShutdownRecord, WorkerRegistration, WorkerRow, DEFAULT_MAX_ATTEMPTS,
+};
+
+use crate::model::Phase;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-pub type JobId = i64;
+use tokio_util::sync::CancellationToken;
 
 /// A store shared by every part of a worker.
 pub type SharedStore = Arc<dyn Store>;
-
-crate::lifecycle::phase::wire_enum!(
-    /// The status of a job (SPEC §2).
-    JobStatus {
-        Pending => "pending",
-        Running => "running",
-        Completed => "completed",
-        Failed => "failed",
-        Dead => "dead",
-        Cancelled => "cancelled",
-    }
-);
-
-/// A job as stored, with the field names of SPEC §2.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Job {
-    pub id: JobId,
-    pub kind: String,
-    pub payload: Value,
-    pub status: JobStatus,
-    pub priority: i32,
-    pub attempts: i32,
-    pub max_attempts: i32,
-    pub run_after: DateTime<Utc>,
-    pub owner: Option<String>,
-    pub lease_epoch: i64,
-    pub lease_expires_at: Option<DateTime<Utc>>,
-    pub checkpoint: Option<Value>,
-    pub result: Option<Value>,
-    pub error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A job to submit.
-#[derive(Clone, Debug)]
-pub struct NewJob {
-    pub kind: String,
-    pub payload: Value,
-    pub priority: i32,
-    pub max_attempts: i32,
-}
-
-/// Default number of attempts before a failing job becomes `dead`.
-pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
-
-impl NewJob {
-    pub fn new(kind: impl Into<String>, payload: Value) -> Self {
-        NewJob {
-            kind: kind.into(),
-            payload,
-            priority: 0,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-        }
-    }
-}
-
-/// Proof of holding a job: every write for the job is conditional on all three fields.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-pub struct Lease {
-    pub job_id: JobId,
-    pub owner: String,
-    pub epoch: i64,
-}
-
-/// A job handed to a worker by a claim.
-#[derive(Clone, Debug)]
-pub struct ClaimedJob {
-    pub lease: Lease,
-    pub kind: String,
-    pub payload: Value,
-    /// 1 for the first attempt; released (handed-back) runs do not count.
-    pub attempt: i32,
-    pub max_attempts: i32,
-    pub checkpoint: Option<Value>,
-}
-
-/// What a failed attempt did to the job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailOutcome {
-    /// Status `failed`: it will be claimed again after `run_after`.
-    Retry,
-    /// Status `dead`: attempts are exhausted.
-    Dead,
-}
-
-/// A request, written into the store, that a worker drain itself.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct DrainRequest {
-    pub mode: Mode,
-    pub reason: Option<String>,
-    pub requested_by: Option<String>,
-    pub requested_at: Option<DateTime<Utc>>,
-}
-
-/// What a worker says about itself when it registers.
-#[derive(Clone, Debug)]
-pub struct WorkerRegistration {
-    pub id: String,
-    pub name: String,
-    pub version: String,
-    pub listen_addr: Option<String>,
-    pub concurrency: u32,
-    pub lease_ttl: Duration,
-}
-
-/// A worker row (SPEC §3).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct WorkerRow {
-    pub id: String,
-    pub name: String,
-    pub phase: Phase,
-    pub version: String,
-    pub listen_addr: Option<String>,
-    pub concurrency: i64,
-    pub started_at: DateTime<Utc>,
-    pub heartbeat_at: DateTime<Utc>,
-    pub in_flight: i64,
-    pub drain_request: Option<DrainRequest>,
-    /// Set by a rescuer that found this worker's heartbeat older than its lease TTL.
-    pub declared_dead_at: Option<DateTime<Utc>>,
-    pub stopped_at: Option<DateTime<Utc>>,
-}
-
-/// What a heartbeat learnt from the store.
-#[derive(Clone, Debug, Default)]
-pub struct HeartbeatReport {
-    /// The leases the store renewed (jobs this worker still owns).
-    pub renewed: Vec<Lease>,
-    /// False when the store no longer knows this worker as alive (it was declared dead or deleted).
-    pub worker_known: bool,
-    /// A drain request addressed to this worker, taken (cleared) from the store by this heartbeat.
-    pub drain_request: Option<DrainRequest>,
-}
-
-/// One phase of a shutdown as it was lived.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct PhaseSpan {
-    pub phase: Phase,
-    pub entered_at: DateTime<Utc>,
-    /// None while the phase is current.
-    pub duration_ms: Option<f64>,
-}
-
-/// The record every shutdown leaves in the store (SPEC §4).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ShutdownRecord {
-    pub worker_id: String,
-    pub worker_name: String,
-    pub trigger: Trigger,
-    pub mode: Mode,
-    pub outcome: Outcome,
-    pub requested_by: Option<String>,
-    pub reason: Option<String>,
-    pub started_at: DateTime<Utc>,
-    pub duration_ms: f64,
-    pub phases: Vec<PhaseSpan>,
-    pub jobs_released: i64,
-    /// Jobs that were still running when the shutdown was forced.
-    pub forced_jobs: Vec<JobId>,
-}
 
 /// Something a store pushes to workers as it happens (PostgreSQL LISTEN/NOTIFY).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,6 +37,13 @@ pub enum StoreEvent {
     Reconnected,
 }
 
+/// Pushed store events, and the task that listens for them: the caller runs `listener` (under
+/// its supervisor); it ends when the subscription's stop token is cancelled.
+pub struct Subscription {
+    pub events: mpsc::UnboundedReceiver<StoreEvent>,
+    pub listener: futures_util::future::BoxFuture<'static, ()>,
+}
+
 /// Filters for listing jobs.
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
@@ -203,24 +51,38 @@ pub struct JobFilter {
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// What went wrong with a store operation. Each variant says who can fix it: retrying
+/// (`Unavailable`, `TimedOut`), the caller (`Invalid`, `NotFound`, `Conflict`), nobody but the
+/// fence (`LeaseLost`), or an operator (`Corrupt`, `Broken`, `Database`, `Migrate`).
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// A fenced write found the job no longer held at this (owner, epoch).
     #[error("lease lost: job {job_id} is no longer held at epoch {epoch}")]
     LeaseLost { job_id: JobId, epoch: i64 },
-    /// The store cannot be reached; the operation may be retried.
+    /// The store cannot be reached or cannot take writes now; the operation may be retried.
     #[error("store unreachable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(String),
+    /// The store did not answer within the time the operation had.
+    #[error("store timed out: {operation} took longer than {}", humantime::format_duration(*after))]
+    TimedOut {
+        operation: &'static str,
+        after: Duration,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("store error: {0}")]
-    Database(#[source] sqlx::Error),
-    #[error("schema migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The caller's input is wrong (the only store error an HTTP caller gets a 400 for).
     #[error("{0}")]
     Invalid(String),
+    /// A stored row cannot be read back: an unknown wire name, or JSON that does not parse.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database refused a statement for a reason that is neither its health nor the input.
+    #[error("store error: {0}")]
+    Database(String),
+    #[error("schema migration failed: {0}")]
+    Migrate(String),
     /// The store answers but cannot be trusted or written: a corrupt SQLite file, or one deleted
     /// or replaced underneath the worker. Retrying does not help; an operator must act.
     #[error("store unusable: {0}")]
@@ -234,13 +96,28 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err),
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(one_line(&err)),
             sqlx::Error::Database(ref db) => match classify(db.as_ref()) {
-                DatabaseFault::Transient => StoreError::Unavailable(err),
+                DatabaseFault::Transient => StoreError::Unavailable(one_line(&err)),
                 DatabaseFault::Broken => StoreError::Broken(one_line(&err)),
-                DatabaseFault::Other => StoreError::Database(err),
+                DatabaseFault::Other => StoreError::Database(one_line(&err)),
             },
-            other => StoreError::Database(other),
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(one_line(&err))
+            }
+            other => StoreError::Database(one_line(&other)),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        match err {
+            sqlx::migrate::MigrateError::Execute(inner) => match StoreError::from(inner) {
+                StoreError::Database(message) => StoreError::Migrate(message),
+                other => other,
+            },
+            other => StoreError::Migrate(other.to_string()),
         }
     }
 }
@@ -293,13 +170,27 @@ fn classify(err: &dyn sqlx::error::DatabaseError) -> DatabaseFault {
 impl StoreError {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::TimedOut { .. }
+        )
     }
 
-    /// Whether this error means the store is not usable by this worker (down, full, corrupt or
-    /// replaced), as opposed to a problem with one request.
+    /// Whether this error means the store is not usable by this worker (down, slow, full, corrupt
+    /// or replaced), as opposed to a problem with one request.
     pub fn store_is_down(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Broken(_))
+        self.is_transient() || matches!(self, StoreError::Broken(_))
+    }
+
+    /// Runs `operation`, turning "no answer within `after`" into [`StoreError::TimedOut`].
+    pub async fn within<T>(
+        operation: &'static str,
+        after: Duration,
+        future: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        tokio::time::timeout(after, future)
+            .await
+            .unwrap_or(Err(StoreError::TimedOut { operation, after }))
     }
 }
 
@@ -371,8 +262,9 @@ pub trait Store: Send + Sync + 'static {
     /// How many times each job was completed (the at-most-once audit; test and audit use).
     async fn completion_counts(&self) -> StoreResult<Vec<(JobId, i64)>>;
 
-    /// Events pushed as they happen; None where the backend has no push and workers poll (SQLite).
-    async fn subscribe(&self) -> StoreResult<Option<mpsc::UnboundedReceiver<StoreEvent>>> {
+    /// Events pushed as they happen, until `stop` is cancelled; None where the backend has no push
+    /// and workers poll (SQLite).
+    async fn subscribe(&self, _stop: CancellationToken) -> StoreResult<Option<Subscription>> {
         Ok(None)
     }
 }
@@ -387,7 +279,7 @@ pub(crate) fn one_line(err: &sqlx::Error) -> String {
 
 /// Parses a wire name read back from the store (a bad one means a corrupt row).
 pub(crate) fn parse_enum<T: std::str::FromStr<Err = String>>(text: &str) -> StoreResult<T> {
-    text.parse().map_err(StoreError::Invalid)
+    text.parse().map_err(StoreError::Corrupt)
 }
 
 /// For a batch write: which of the `asked` job ids the store `applied` to, in the order asked.

@@ -13,9 +13,9 @@
 use super::{
     applied_flags, one_line, parse_enum, ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport,
     Job, JobFilter, JobId, JobStatus, Lease, NewJob, PhaseSpan, ShutdownRecord, Store, StoreError,
-    StoreEvent, StoreResult, WorkerRegistration, WorkerRow,
+    StoreEvent, StoreResult, Subscription, WorkerRegistration, WorkerRow,
 };
-use crate::lifecycle::Phase;
+use crate::model::Phase;
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -23,6 +23,7 @@ use sqlx::Row;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// The schema's migrations. Migrations applied by a newer binary are tolerated, so an older
 /// worker still starts during a rolling upgrade (migrations are only ever additive).
@@ -102,7 +103,7 @@ impl PostgresStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid(format!("invalid PostgreSQL URL {display}: {e}")))?;
         let unreachable = |e: sqlx::Error| {
-            StoreError::Invalid(format!(
+            StoreError::Unavailable(format!(
                 "cannot connect to PostgreSQL store {display}: {}",
                 one_line(&e)
             ))
@@ -235,9 +236,9 @@ fn worker_from_row(row: &PgRow) -> StoreResult<WorkerRow> {
 
 fn shutdown_from_row(row: &PgRow) -> StoreResult<ShutdownRecord> {
     let phases: Vec<PhaseSpan> = serde_json::from_value(row.try_get("phases")?)
-        .map_err(|e| StoreError::Invalid(format!("corrupt shutdown phases: {e}")))?;
+        .map_err(|e| StoreError::Corrupt(format!("shutdown phases: {e}")))?;
     let forced_jobs: Vec<JobId> = serde_json::from_value(row.try_get("forced_jobs")?)
-        .map_err(|e| StoreError::Invalid(format!("corrupt shutdown job list: {e}")))?;
+        .map_err(|e| StoreError::Corrupt(format!("shutdown job list: {e}")))?;
     Ok(ShutdownRecord {
         worker_id: row.try_get("worker_id")?,
         worker_name: row.try_get("worker_name")?,
@@ -695,13 +696,17 @@ impl Store for PostgresStore {
         .await?)
     }
 
-    async fn subscribe(&self) -> StoreResult<Option<mpsc::UnboundedReceiver<StoreEvent>>> {
+    async fn subscribe(&self, stop: CancellationToken) -> StoreResult<Option<Subscription>> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(&self.channel).await?;
         let (events, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
+        let listen = async move {
             loop {
-                let event = match listener.try_recv().await {
+                let received = tokio::select! {
+                    received = listener.try_recv() => received,
+                    _ = stop.cancelled() => return,
+                };
+                let event = match received {
                     Ok(Some(notification)) => match notification.payload().strip_prefix("drain:") {
                         Some(worker_id) => StoreEvent::DrainRequested {
                             worker_id: worker_id.to_string(),
@@ -721,8 +726,11 @@ impl Store for PostgresStore {
                     return; // the worker no longer listens
                 }
             }
-        });
-        Ok(Some(receiver))
+        };
+        Ok(Some(Subscription {
+            events: receiver,
+            listener: Box::pin(listen),
+        }))
     }
 }
 

@@ -10,7 +10,7 @@ use super::{
     Job, JobFilter, JobId, JobStatus, Lease, NewJob, PhaseSpan, ShutdownRecord, Store, StoreError,
     StoreResult, WorkerRegistration, WorkerRow,
 };
-use crate::lifecycle::Phase;
+use crate::model::Phase;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -158,7 +158,7 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let cannot_open = |err: sqlx::Error| {
-            StoreError::Invalid(format!(
+            StoreError::Unavailable(format!(
                 "cannot open SQLite store {}: {} (does the directory exist and is it writable?)",
                 path.display(),
                 one_line(&err)
@@ -212,7 +212,7 @@ fn opt_time(ms: Option<i64>) -> Option<DateTime<Utc>> {
 fn parse_json(text: Option<String>) -> StoreResult<Option<Value>> {
     text.map(|t| serde_json::from_str(&t))
         .transpose()
-        .map_err(|e| StoreError::Invalid(format!("corrupt JSON in store: {e}")))
+        .map_err(|e| StoreError::Corrupt(format!("JSON in store: {e}")))
 }
 
 fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Job> {
@@ -266,10 +266,10 @@ fn worker_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<WorkerRow> {
 
 fn shutdown_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ShutdownRecord> {
     let phases: Vec<PhaseSpan> = serde_json::from_str(&row.try_get::<String, _>("phases")?)
-        .map_err(|e| StoreError::Invalid(format!("corrupt shutdown phases: {e}")))?;
+        .map_err(|e| StoreError::Corrupt(format!("shutdown phases: {e}")))?;
     let forced_jobs: Vec<JobId> =
         serde_json::from_str(&row.try_get::<String, _>("forced_jobs")?)
-            .map_err(|e| StoreError::Invalid(format!("corrupt shutdown job list: {e}")))?;
+            .map_err(|e| StoreError::Corrupt(format!("shutdown job list: {e}")))?;
     Ok(ShutdownRecord {
         worker_id: row.try_get("worker_id")?,
         worker_name: row.try_get("worker_name")?,

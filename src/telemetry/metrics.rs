@@ -4,47 +4,13 @@
 //! known label combination is initialised at zero so `rate()`, `increase()` and `absent()` behave
 //! from the first scrape.
 
-use crate::lifecycle::{Mode, Outcome, Phase, Trigger};
+use crate::model::{AttemptOutcome, Mode, Outcome, Phase, ReleaseReason, Task, Trigger};
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
-
-/// Why a held job was let go (the `reason` label of `handover_jobs_released_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReleaseReason {
-    /// Handed back with its checkpoint during a clean shutdown.
-    Shutdown,
-    /// Handed back when the shutdown was forced.
-    Forced,
-    /// Another worker holds it now; this worker stopped it.
-    LeaseLost,
-    /// The handler itself asked to be resumed later (exec exit 75) outside a shutdown.
-    Yielded,
-}
-
-impl ReleaseReason {
-    pub const ALL: &'static [ReleaseReason] = &[
-        ReleaseReason::Shutdown,
-        ReleaseReason::Forced,
-        ReleaseReason::LeaseLost,
-        ReleaseReason::Yielded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReleaseReason::Shutdown => "shutdown",
-            ReleaseReason::Forced => "forced",
-            ReleaseReason::LeaseLost => "lease_lost",
-            ReleaseReason::Yielded => "yielded",
-        }
-    }
-}
-
-/// How one job attempt ended (the `outcome` label of `handover_job_duration_seconds`).
-pub const JOB_OUTCOMES: &[&str] = &["completed", "failed", "interrupted", "lease_lost", "forced"];
 
 /// Phase and shutdown durations: 1 ms to 60 s (and beyond, for slow forced shutdowns).
 /// 25 s sits under the default 30 s grace so "slower than budget" alerts read true values.
@@ -79,6 +45,7 @@ pub struct Metrics {
     pub checkpoint_duration: Histogram,
     pub lease_lost: IntCounter,
     pub heartbeat_failures: IntCounter,
+    pub task_failures: IntCounterVec,
     pub store_up: IntGauge,
     pub build_info: GaugeVec,
     scrapes: watch::Sender<u64>,
@@ -233,6 +200,17 @@ impl Metrics {
             )
             .unwrap(),
         );
+        let task_failures = registered(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "handover_task_failures_total",
+                    "Essential background tasks that panicked or ended while the worker ran.",
+                ),
+                &["task"],
+            )
+            .unwrap(),
+        );
         let store_up = registered(
             r,
             IntGauge::new(
@@ -271,6 +249,7 @@ impl Metrics {
             checkpoint_duration,
             lease_lost,
             heartbeat_failures,
+            task_failures,
             store_up,
             build_info,
             scrapes: watch::channel(0).0,
@@ -312,9 +291,13 @@ impl Metrics {
                 self.jobs_released
                     .with_label_values(&[kind, reason.as_str()]);
             }
-            for outcome in JOB_OUTCOMES {
-                self.job_duration.with_label_values(&[kind, outcome]);
+            for outcome in AttemptOutcome::ALL {
+                self.job_duration
+                    .with_label_values(&[kind, outcome.as_str()]);
             }
+        }
+        for task in Task::ALL {
+            self.task_failures.with_label_values(&[task.as_str()]);
         }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -328,12 +311,6 @@ impl Metrics {
                 .with_label_values(&[phase.as_str()])
                 .set(i64::from(*phase == current));
         }
-    }
-
-    pub fn released(&self, kind: &str, reason: ReleaseReason) {
-        self.jobs_released
-            .with_label_values(&[kind, reason.as_str()])
-            .inc();
     }
 
     /// Renders the text exposition format and counts the scrape.
@@ -384,6 +361,7 @@ mod tests {
             "handover_checkpoint_duration_seconds",
             "handover_lease_lost_total",
             "handover_heartbeat_failures_total",
+            "handover_task_failures_total",
             "handover_store_up",
             "handover_build_info",
         ] {
@@ -391,6 +369,10 @@ mod tests {
         }
         assert!(text.contains(r#"handover_jobs_released_total{kind="demo",reason="shutdown"} 0"#));
         assert!(text.contains(r#"handover_phase{phase="starting"} 1"#));
+        assert!(text.contains(r#"handover_task_failures_total{task="heartbeat"} 0"#));
+        assert!(text.contains(
+            r#"handover_shutdowns_total{mode="handoff",outcome="clean",trigger="internal"} 0"#
+        ));
         assert!(text.contains(r#"handover_phase{phase="running"} 0"#));
     }
 

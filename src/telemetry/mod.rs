@@ -1,5 +1,7 @@
-//! What a worker tells the outside: Prometheus metrics, logs and OpenTelemetry traces.
+//! What a worker tells the outside: Prometheus metrics, logs and OpenTelemetry traces, and the
+//! typed events that write all three together.
 
+pub mod events;
 pub mod metrics;
 pub mod tracing;
 

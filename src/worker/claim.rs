@@ -3,48 +3,20 @@
 
 use super::health::StoreHealth;
 use super::runner::Runner;
+use crate::lifecycle::ClaimControl;
 use crate::store::SharedStore;
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Mutex, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// When jobs are waiting but few slots are free, how long to let more slots free up before claiming.
 const CLAIM_LINGER: Duration = Duration::from_millis(1);
-
-/// The switch the phase machine uses to stop and restart claiming.
-pub struct ClaimControl {
-    allowed: watch::Sender<bool>,
-    /// Held by the loop from the moment it decides to claim until the claimed jobs are registered.
-    in_progress: Mutex<()>,
-}
-
-impl Default for ClaimControl {
-    fn default() -> Self {
-        ClaimControl {
-            allowed: watch::channel(false).0,
-            in_progress: Mutex::new(()),
-        }
-    }
-}
-
-impl ClaimControl {
-    /// Stops claiming; returns once no claim is in progress, so every claimed job is registered.
-    pub async fn pause(&self) {
-        self.allowed.send_replace(false);
-        drop(self.in_progress.lock().await);
-    }
-
-    pub fn resume(&self) {
-        self.allowed.send_replace(true);
-    }
-
-    pub fn is_allowed(&self) -> bool {
-        *self.allowed.borrow()
-    }
-}
+/// Claims that fail in a row for a reason other than the store being down (a schema that is gone,
+/// a statement the database refuses) before the loop gives up: retrying will not fix them, and a
+/// worker that can never claim must not keep saying it is ready.
+const GIVE_UP_AFTER: u32 = 10;
 
 pub struct ClaimLoop {
     pub store: SharedStore,
@@ -55,7 +27,6 @@ pub struct ClaimLoop {
     pub poll_interval: Duration,
     pub control: Arc<ClaimControl>,
     pub runner: Arc<Runner>,
-    pub tracker: TaskTracker,
     pub health: Arc<StoreHealth>,
     pub metrics: Arc<Metrics>,
     /// Notified when the store says jobs became claimable; cuts the idle poll short.
@@ -64,23 +35,26 @@ pub struct ClaimLoop {
 }
 
 impl ClaimLoop {
-    pub async fn run(self) {
+    /// Claims until `stop` is cancelled; an error when claiming keeps failing for a reason that
+    /// retrying cannot fix.
+    pub async fn run(self) -> Result<(), String> {
         let slots = Arc::new(Semaphore::new(self.concurrency));
-        let mut allowed = self.control.allowed.subscribe();
+        let mut allowed = self.control.subscribe();
         let mut failures = 0u32;
+        let mut refusals = 0u32;
         // The last claim found as many jobs as it asked for: more are probably waiting.
         let mut queue_busy = false;
         loop {
             if !*allowed.borrow_and_update() {
                 tokio::select! {
                     _ = allowed.changed() => continue,
-                    _ = self.stop.cancelled() => return,
+                    _ = self.stop.cancelled() => return Ok(()),
                 }
             }
             let first = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                 _ = allowed.changed() => continue,
-                _ = self.stop.cancelled() => return,
+                _ = self.stop.cancelled() => return Ok(()),
             };
             let mut permits = vec![first];
             while let Ok(permit) = slots.clone().try_acquire_owned() {
@@ -95,7 +69,7 @@ impl ClaimLoop {
                 }
             }
             let asked = permits.len();
-            let gate = self.control.in_progress.lock().await;
+            let gate = self.control.claiming().await;
             if !self.control.is_allowed() {
                 continue;
             }
@@ -107,6 +81,7 @@ impl ClaimLoop {
                 Ok(jobs) => {
                     self.health.succeeded();
                     failures = 0;
+                    refusals = 0;
                     let got = jobs.len();
                     for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
                         self.metrics
@@ -114,7 +89,9 @@ impl ClaimLoop {
                             .with_label_values(&[job.kind.as_str()])
                             .inc();
                         // Registered before the gate opens, so a pausing machine sees every job.
-                        self.tracker.spawn(self.runner.clone().start(job, permit));
+                        self.runner
+                            .jobs
+                            .spawn(self.runner.clone().start(job, permit));
                     }
                     queue_busy = got == asked;
                     (got < asked).then_some(self.poll_interval)
@@ -122,6 +99,10 @@ impl ClaimLoop {
                 Err(err) => {
                     self.health.failed(&err);
                     failures += 1;
+                    refusals = if err.store_is_down() { 0 } else { refusals + 1 };
+                    if refusals >= GIVE_UP_AFTER {
+                        return Err(format!("{refusals} claims in a row were refused: {err}"));
+                    }
                     tracing::warn!(%err, "claim failed; retrying");
                     Some(Duration::from_millis(100 * u64::from(failures.min(50))))
                 }
@@ -132,7 +113,7 @@ impl ClaimLoop {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = self.wake.notified() => {}
-                    _ = self.stop.cancelled() => return,
+                    _ = self.stop.cancelled() => return Ok(()),
                 }
             }
         }

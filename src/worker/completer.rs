@@ -1,10 +1,12 @@
 //! Batches job completions: every completion waiting at the moment a write starts goes into that
 //! one fenced statement, so throughput grows with load while a lone completion is written at once.
 
-use crate::store::{Lease, SharedStore, StoreError, StoreResult};
+use crate::model::Lease;
+use crate::store::{SharedStore, StoreResult};
 use serde_json::Value;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// At most this many completions share one statement.
 const MAX_BATCH: usize = 512;
@@ -18,62 +20,99 @@ struct Completion {
     reply: oneshot::Sender<StoreResult<bool>>,
 }
 
+/// The runners' side: hands a completion to the writer task.
 #[derive(Clone)]
 pub struct Completer {
+    store: SharedStore,
     queue: mpsc::UnboundedSender<Completion>,
 }
 
+/// The writer task's side: run it under the supervisor.
+pub struct CompletionWriter {
+    store: SharedStore,
+    receiver: mpsc::UnboundedReceiver<Completion>,
+}
+
 impl Completer {
-    /// Starts the batching task; it ends when every `Completer` clone is dropped.
-    pub fn spawn(store: SharedStore) -> Completer {
+    pub fn new(store: SharedStore) -> (Completer, CompletionWriter) {
         let (queue, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(write_batches(store, receiver));
-        Completer { queue }
+        let writer = CompletionWriter {
+            store: store.clone(),
+            receiver,
+        };
+        (Completer { store, queue }, writer)
     }
 
-    /// Completes a held job; Ok(false) means the lease was lost and nothing was written.
+    /// Completes a held job; Ok(false) means the lease was lost and nothing was written. Should
+    /// the writer task be gone, the completion is written on its own.
     pub async fn complete(&self, lease: Lease, result: Value) -> StoreResult<bool> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Completion {
-                lease,
-                result,
-                reply,
-            })
-            .map_err(|_| StoreError::Invalid("completion writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Invalid("completion writer has stopped".into()))?
+        let completion = Completion {
+            lease,
+            result,
+            reply,
+        };
+        let completion = match self.queue.send(completion) {
+            Ok(()) => match answer.await {
+                Ok(written) => return written,
+                Err(_) => None,
+            },
+            Err(unsent) => Some(unsent.0),
+        };
+        match completion {
+            Some(Completion { lease, result, .. }) => self.write_alone(lease, result).await,
+            // The writer took it and died before answering: nothing says whether it committed,
+            // and the fence makes a second try safe (a committed one answers "lost").
+            None => Err(crate::store::StoreError::Unavailable(
+                "the completion writer stopped before answering".into(),
+            )),
+        }
+    }
+
+    async fn write_alone(&self, lease: Lease, result: Value) -> StoreResult<bool> {
+        let applied = self.store.complete(&[(lease, result)]).await?;
+        Ok(applied.first() == Some(&true))
     }
 }
 
-async fn write_batches(store: SharedStore, mut receiver: mpsc::UnboundedReceiver<Completion>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        if batch.len() < MAX_BATCH {
-            let room = MAX_BATCH - batch.len();
-            let _ = tokio::time::timeout(LINGER, receiver.recv_many(&mut batch, room)).await;
+impl CompletionWriter {
+    /// Writes batches until `stop` is cancelled, then writes what is still queued and returns.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let received = tokio::select! {
+                received = self.receiver.recv_many(&mut batch, MAX_BATCH) => received,
+                _ = stop.cancelled() => {
+                    self.receiver.close();
+                    self.receiver.recv_many(&mut batch, MAX_BATCH).await
+                }
+            };
+            if received == 0 {
+                return;
+            }
+            if batch.len() < MAX_BATCH && !stop.is_cancelled() {
+                let room = MAX_BATCH - batch.len();
+                let _ =
+                    tokio::time::timeout(LINGER, self.receiver.recv_many(&mut batch, room)).await;
+            }
+            self.write(&mut batch).await;
         }
+    }
+
+    async fn write(&self, batch: &mut Vec<Completion>) {
         let (items, replies): (Vec<_>, Vec<_>) = batch
             .drain(..)
             .map(|c| ((c.lease, c.result), c.reply))
             .unzip();
-        match store.complete(&items).await {
+        match self.store.complete(&items).await {
             Ok(applied) => {
                 for (reply, applied) in replies.into_iter().zip(applied) {
                     let _ = reply.send(Ok(applied));
                 }
             }
             Err(err) => {
-                let transient = err.is_transient();
-                let message = err.to_string();
                 for reply in replies {
-                    let copy = if transient {
-                        StoreError::Unavailable(sqlx::Error::Protocol(message.clone()))
-                    } else {
-                        StoreError::Invalid(message.clone())
-                    };
-                    let _ = reply.send(Err(copy));
+                    let _ = reply.send(Err(err.clone()));
                 }
             }
         }

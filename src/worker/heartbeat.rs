@@ -2,9 +2,10 @@
 //! the leases of all its jobs together, finds leases this worker lost, and picks up remote drains.
 
 use super::health::StoreHealth;
-use super::inflight::InFlight;
-use crate::lifecycle::{DrainOrder, MachineHandle, Phase, Trigger};
-use crate::store::SharedStore;
+use crate::jobs::inflight::InFlight;
+use crate::lifecycle::{DrainOrder, MachineHandle};
+use crate::model::{Phase, Trigger};
+use crate::store::{SharedStore, StoreError};
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,25 +43,18 @@ impl Heartbeat {
 
     async fn beat(&self) {
         let held = self.jobs.leases();
-        let answer = tokio::time::timeout(
+        let answer = StoreError::within(
+            "the heartbeat",
             self.interval.max(Duration::from_secs(1)),
             self.store.heartbeat(&self.worker_id, &held, self.lease_ttl),
         )
         .await;
         let report = match answer {
-            Ok(Ok(report)) => report,
-            Ok(Err(err)) => {
+            Ok(report) => report,
+            Err(err) => {
                 self.health.failed(&err);
                 self.metrics.heartbeat_failures.inc();
                 tracing::warn!(%err, "heartbeat failed");
-                return;
-            }
-            Err(_) => {
-                self.health.failed(&crate::store::StoreError::Unavailable(
-                    sqlx::Error::PoolTimedOut,
-                ));
-                self.metrics.heartbeat_failures.inc();
-                tracing::warn!("heartbeat timed out");
                 return;
             }
         };
@@ -93,8 +87,7 @@ impl Heartbeat {
                 requested_by: request.requested_by,
                 reason: request.reason,
             };
-            let machine = self.machine.clone();
-            tokio::spawn(async move { machine.drain(order).await });
+            self.machine.request(order);
         }
     }
 }

@@ -46,31 +46,35 @@ pub fn spawn_registered(
     Ok((child, Registration { pid }))
 }
 
-/// When this process is PID 1, reaps orphans on every SIGCHLD and every few seconds.
-pub fn start_if_init() {
+/// When this process is PID 1, the task that reaps orphans on every SIGCHLD and every few
+/// seconds until `stop` is cancelled.
+pub fn orphan_reaper(
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
     if std::process::id() != 1 {
-        return;
+        return None;
     }
     let mut children = match signal(SignalKind::child()) {
         Ok(stream) => stream,
         Err(err) => {
             tracing::warn!(%err, "running as PID 1 but cannot watch SIGCHLD; orphans will not be reaped");
-            return;
+            return None;
         }
     };
     tracing::info!("running as PID 1: reaping orphaned processes");
-    tokio::spawn(async move {
+    Some(async move {
         loop {
             tokio::select! {
                 _ = children.recv() => {}
                 _ = tokio::time::sleep(SWEEP_EVERY) => {}
+                _ = stop.cancelled() => return,
             }
             let reaped = tokio::task::spawn_blocking(reap_orphans).await.unwrap_or(0);
             if reaped > 0 {
                 tracing::debug!(reaped, "reaped orphaned processes");
             }
         }
-    });
+    })
 }
 
 /// Waits for every zombie child of this process that is not a managed child; returns how many.

@@ -4,6 +4,7 @@
 
 use super::health::StoreHealth;
 use crate::store::SharedStore;
+use crate::telemetry::events::JobsRescued;
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,11 +33,7 @@ impl Rescuer {
                 continue;
             }
             match self.store.rescue_expired().await {
-                Ok(rescued) if rescued.is_empty() => {}
-                Ok(rescued) => {
-                    self.metrics.jobs_rescued.inc_by(rescued.len() as u64);
-                    tracing::warn!(jobs = ?rescued, "rescued jobs whose lease expired");
-                }
+                Ok(rescued) => JobsRescued { jobs: &rescued }.emit(&self.metrics),
                 Err(err) => {
                     self.health.failed(&err);
                     tracing::warn!(%err, "rescue pass failed");

@@ -3,15 +3,17 @@
 
 use super::completer::Completer;
 use super::health::StoreHealth;
-use super::inflight::{InFlight, JobState};
+use crate::jobs::inflight::{InFlight, JobState};
 use crate::jobs::{JobContext, JobError, JobOutcome, Registry};
-use crate::store::{retry_backoff, ClaimedJob, FailOutcome, Lease, SharedStore, StoreError};
-use crate::telemetry::metrics::ReleaseReason;
+use crate::model::{ClaimedJob, FailOutcome, Lease};
+use crate::store::{retry_backoff, SharedStore, StoreError};
+use crate::telemetry::events::{AttemptEnd, AttemptEnded};
 use crate::telemetry::Metrics;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -101,7 +103,7 @@ impl Runner {
         let ending = tokio::select! {
             joined = &mut task => Ending::Returned(joined.unwrap_or_else(|err| {
                 Err(JobError::Failed(if err.is_panic() {
-                    format!("handler panicked: {}", panic_text(err.into_panic()))
+                    format!("handler panicked: {}", crate::text::panic_message(err.into_panic()))
                 } else {
                     "handler task was cancelled".to_string()
                 }))
@@ -138,21 +140,21 @@ impl Runner {
                 self.finish_lease_lost(&lease, &kind, started)
             }
             Ending::Forced => {
-                self.observe(job_id, &kind, "forced", started);
+                self.ended(job_id, &kind, started, AttemptEnd::Forced);
                 self.jobs.set_state(lease.job_id, JobState::Aborted);
             }
         }
     }
 
-    /// Records how the attempt ended: the duration histogram and the job span's fields.
-    fn observe(&self, job_id: i64, kind: &str, outcome: &str, started: Instant) {
-        let span = tracing::Span::current();
-        span.record("outcome", outcome);
-        span.record("checkpoints", self.jobs.checkpoints_saved(job_id));
-        self.metrics
-            .job_duration
-            .with_label_values(&[kind, outcome])
-            .observe(started.elapsed().as_secs_f64());
+    /// Emits how the attempt ended: log line, metrics and the job span's fields together.
+    fn ended(&self, job_id: i64, kind: &str, started: Instant, end: AttemptEnd<'_>) {
+        AttemptEnded {
+            kind,
+            took: started.elapsed(),
+            checkpoints: self.jobs.checkpoints_saved(job_id),
+            end,
+        }
+        .emit(&self.metrics);
     }
 
     async fn finish_completed(
@@ -167,9 +169,7 @@ impl Runner {
             .await;
         match written {
             Some(Ok(true)) => {
-                self.observe(lease.job_id, kind, "completed", started);
-                self.metrics.jobs_completed.with_label_values(&[kind]).inc();
-                tracing::debug!("job completed");
+                self.ended(lease.job_id, kind, started, AttemptEnd::Completed);
                 self.jobs.remove(lease.job_id);
             }
             Some(Ok(false)) | Some(Err(StoreError::LeaseLost { .. })) => {
@@ -181,9 +181,9 @@ impl Runner {
     }
 
     async fn finish_interrupted(&self, lease: &Lease, kind: &str, started: Instant) {
-        self.observe(lease.job_id, kind, "interrupted", started);
         if self.checkpoint_request.is_cancelled() {
             // The machine hands every parked job back together in `releasing`.
+            self.ended(lease.job_id, kind, started, AttemptEnd::Parked);
             self.jobs.set_state(lease.job_id, JobState::Parked);
             return;
         }
@@ -193,8 +193,7 @@ impl Runner {
             .await
         {
             Some(Ok(applied)) if applied.first() == Some(&true) => {
-                self.metrics.released(kind, ReleaseReason::Yielded);
-                tracing::info!("job handed back at its own request");
+                self.ended(lease.job_id, kind, started, AttemptEnd::Yielded);
                 self.jobs.remove(lease.job_id);
             }
             Some(Ok(_)) => self.finish_lease_lost(lease, kind, started),
@@ -217,16 +216,12 @@ impl Runner {
             .await
         {
             Some(Ok(outcome)) => {
-                self.observe(lease.job_id, kind, "failed", started);
-                self.metrics.jobs_failed.with_label_values(&[kind]).inc();
-                match outcome {
-                    FailOutcome::Retry => {
-                        tracing::warn!(error = %message, retry_in = ?backoff, "job attempt failed")
-                    }
-                    FailOutcome::Dead => {
-                        tracing::error!(error = %message, "job attempt failed; attempts exhausted, job is dead")
-                    }
-                }
+                let retry_in = (outcome == FailOutcome::Retry).then_some(backoff);
+                let end = AttemptEnd::Failed {
+                    error: &message,
+                    retry_in,
+                };
+                self.ended(lease.job_id, kind, started, end);
                 self.jobs.remove(lease.job_id);
             }
             Some(Err(StoreError::LeaseLost { .. })) => self.finish_lease_lost(lease, kind, started),
@@ -236,10 +231,7 @@ impl Runner {
     }
 
     fn finish_lease_lost(&self, lease: &Lease, kind: &str, started: Instant) {
-        self.observe(lease.job_id, kind, "lease_lost", started);
-        self.metrics.lease_lost.inc();
-        self.metrics.released(kind, ReleaseReason::LeaseLost);
-        tracing::warn!("lease lost: another worker holds this job now; stopped it");
+        self.ended(lease.job_id, kind, started, AttemptEnd::LeaseLost);
         self.jobs.remove(lease.job_id);
     }
 
@@ -278,12 +270,4 @@ impl Runner {
             }
         }
     }
-}
-
-fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-text panic".to_string())
 }

@@ -1,5 +1,6 @@
 //! The jobs this worker holds a lease on: who is running, who is parked waiting to be handed back,
-//! and each one's last checkpoint. Shared by the runner, the heartbeat, the machine and the pages.
+//! each one's last checkpoint, and the tasks that run them. Shared by the claim loop, the runner,
+//! the heartbeat, the machine and the pages.
 
 use crate::store::{JobId, Lease};
 use chrono::{DateTime, Utc};
@@ -7,9 +8,11 @@ use prometheus::IntGauge;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Mutex;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,8 +64,10 @@ pub struct HeldJob {
 
 pub struct InFlight {
     entries: Mutex<BTreeMap<JobId, Entry>>,
-    /// (handlers still working, jobs held).
-    counts: watch::Sender<(usize, usize)>,
+    /// Jobs held.
+    held: watch::Sender<usize>,
+    /// One task per attempt, from its claim to its final write.
+    tasks: TaskTracker,
     /// Bumped on every change (claims, checkpoints, ends): what live pages follow.
     version: watch::Sender<u64>,
     gauge: IntGauge,
@@ -72,7 +77,8 @@ impl InFlight {
     pub fn new(gauge: IntGauge) -> Self {
         InFlight {
             entries: Mutex::new(BTreeMap::new()),
-            counts: watch::channel((0, 0)).0,
+            held: watch::channel(0).0,
+            tasks: TaskTracker::new(),
             version: watch::channel(0).0,
             gauge,
         }
@@ -87,18 +93,11 @@ impl InFlight {
     fn with_entries<T>(&self, f: impl FnOnce(&mut BTreeMap<JobId, Entry>) -> T) -> T {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let result = f(&mut entries);
-        let running = entries
-            .values()
-            .filter(|e| e.state == JobState::Running)
-            .count();
         self.gauge.set(entries.len() as i64);
         self.version.send_modify(|v| *v += 1);
-        let now = (running, entries.len());
-        self.counts.send_if_modified(|counts| {
-            let changed = *counts != now;
-            *counts = now;
-            changed
-        });
+        let held = entries.len();
+        self.held
+            .send_if_modified(|count| std::mem::replace(count, held) != held);
         result
     }
 
@@ -231,16 +230,22 @@ impl InFlight {
         self.version.subscribe()
     }
 
-    /// Resolves when no handler is working (every held job is parked, aborted or gone).
-    pub async fn wait_until_no_handler_runs(&self) {
-        let mut receiver = self.counts.subscribe();
-        let _ = receiver.wait_for(|(running, _)| *running == 0).await;
+    /// Runs one attempt's task (registered with [`InFlight::insert`] first).
+    pub fn spawn(&self, attempt: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(attempt);
+    }
+
+    /// Resolves when every attempt's task has ended: its handler returned (parked, or its final
+    /// write made) or was abandoned. Only for once claiming has stopped for good.
+    pub async fn wait_until_attempts_end(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Resolves when no job is held at all.
     pub async fn wait_until_empty(&self) {
-        let mut receiver = self.counts.subscribe();
-        let _ = receiver.wait_for(|(_, held)| *held == 0).await;
+        let mut receiver = self.held.subscribe();
+        let _ = receiver.wait_for(|held| *held == 0).await;
     }
 }
 

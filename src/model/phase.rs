@@ -1,46 +1,6 @@
 //! The shutdown vocabulary of SPEC §4: phases, triggers, modes and outcomes, with their wire names.
 
-/// Declares a fieldless enum whose variants have one lowercase wire name each,
-/// used alike in JSON, the store, metric labels and the command line.
-macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            /// Every value, in declaration order (used to initialise metric label sets).
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The wire name.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(format!(
-                        "unknown {} {other:?}; expected one of: {}",
-                        stringify!($name).to_lowercase(),
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-    };
-}
-pub(crate) use wire_enum;
+use super::wire_enum;
 
 wire_enum!(
     /// Where a worker is in its life. Only the phase machine moves it forward.
@@ -63,6 +23,7 @@ wire_enum!(
         Sighup => "sighup",
         Http => "http",
         Remote => "remote",
+        Internal => "internal",
     }
 );
 
@@ -83,7 +44,7 @@ wire_enum!(
 );
 
 impl Trigger {
-    /// Signal-started drains cannot be cancelled (SPEC §4).
+    /// Signal-started and internal drains cannot be cancelled (SPEC §4, §10).
     pub fn is_cancellable(self) -> bool {
         matches!(self, Trigger::Http | Trigger::Remote)
     }
@@ -125,6 +86,12 @@ mod tests {
         for mode in Mode::ALL {
             assert_eq!(mode.as_str().parse::<Mode>().unwrap(), *mode);
         }
+        for trigger in Trigger::ALL {
+            assert_eq!(
+                serde_json::to_string(trigger).unwrap(),
+                format!("\"{}\"", trigger.as_str())
+            );
+        }
     }
 
     #[test]
@@ -139,5 +106,7 @@ mod tests {
         assert!(Trigger::Remote.is_cancellable());
         assert!(!Trigger::Sigterm.is_cancellable());
         assert!(!Trigger::Sigint.is_cancellable());
+        assert!(!Trigger::Internal.is_cancellable());
+        assert!(!Trigger::Internal.is_signal());
     }
 }

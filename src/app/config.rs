@@ -1,0 +1,149 @@
+//! What a worker process is configured with (SPEC §5), its defaults, and the combinations that
+//! are refused before anything starts.
+
+use crate::store::StoreUrl;
+use std::time::Duration;
+
+/// A worker configuration that cannot work (the command line's fault: exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Everything a worker process is configured with.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub store: StoreUrl,
+    pub listen: String,
+    pub name: String,
+    pub concurrency: usize,
+    pub grace: Duration,
+    pub drain_delay: Duration,
+    pub heartbeat_interval: Duration,
+    pub lease_ttl: Duration,
+    pub poll_interval: Duration,
+    pub admin_token: Option<String>,
+    pub final_scrape_wait: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults of SPEC §5 for the given store.
+    pub fn new(store: StoreUrl) -> Self {
+        WorkerConfig {
+            store,
+            listen: "127.0.0.1:8080".into(),
+            name: default_worker_name(),
+            concurrency: default_concurrency(),
+            grace: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
+            heartbeat_interval: Duration::from_secs(3),
+            lease_ttl: Duration::from_secs(15),
+            poll_interval: Duration::from_millis(250),
+            admin_token: None,
+            final_scrape_wait: Duration::ZERO,
+        }
+    }
+
+    /// The heartbeat when only `--lease-ttl` is given: 3 s, or a third of the TTL when shorter, so
+    /// that a lease survives a missed beat.
+    pub fn default_heartbeat(lease_ttl: Duration) -> Duration {
+        (lease_ttl / 3).min(Duration::from_secs(3))
+    }
+
+    /// Rejects values and combinations that would lose leases, never run anything, or overflow.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let refuse = |message: String| Err(ConfigError(message));
+        if self.concurrency == 0 {
+            return refuse("--concurrency must be at least 1".into());
+        }
+        for (flag, value) in [
+            ("--grace", self.grace),
+            ("--drain-delay", self.drain_delay),
+            ("--heartbeat-interval", self.heartbeat_interval),
+            ("--lease-ttl", self.lease_ttl),
+            ("--poll-interval", self.poll_interval),
+            ("--final-scrape-wait", self.final_scrape_wait),
+        ] {
+            let text = humantime::format_duration(value).to_string();
+            if let Err(why) = parse_bounded_duration(flag, &text) {
+                return refuse(format!("{flag} {why}"));
+            }
+        }
+        if self.heartbeat_interval * 2 > self.lease_ttl {
+            return refuse(format!(
+                "--heartbeat-interval ({}) must be at most half of --lease-ttl ({}), or leases expire between heartbeats",
+                humantime::format_duration(self.heartbeat_interval),
+                humantime::format_duration(self.lease_ttl)
+            ));
+        }
+        if let Some(token) = &self.admin_token {
+            if token.chars().count() < 16 {
+                return refuse("--admin-token must be at least 16 characters".into());
+            }
+            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return refuse(
+                    "--admin-token must not contain spaces or control characters (it could never be typed back)"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `hostname-pid`.
+pub fn default_worker_name() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Parses `500ms`, `5s`, `2m`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e}; use a duration such as 500ms, 5s or 2m"))
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// The range each duration flag accepts: `(flag, least, most)`. Every sum and product the worker
+/// makes of these (deadlines, lease expiry, twice the heartbeat) stays far inside what `Instant`,
+/// `chrono` and SQL timestamps hold.
+pub const DURATION_LIMITS: &[(&str, Duration, Duration)] = &[
+    ("--grace", Duration::from_millis(1), DAY),
+    ("--drain-delay", Duration::ZERO, HOUR),
+    ("--heartbeat-interval", Duration::from_millis(1), HOUR),
+    ("--lease-ttl", Duration::from_millis(2), DAY),
+    ("--poll-interval", Duration::from_millis(1), HOUR),
+    ("--final-scrape-wait", Duration::ZERO, HOUR),
+];
+
+/// Parses a duration for `flag` and checks it against [`DURATION_LIMITS`].
+pub fn parse_bounded_duration(flag: &str, text: &str) -> Result<Duration, String> {
+    let (_, least, most) = DURATION_LIMITS
+        .iter()
+        .find(|(name, _, _)| *name == flag)
+        .copied()
+        .unwrap_or((flag, Duration::ZERO, DAY));
+    let value = parse_duration(text)?;
+    if value < least {
+        return Err(if least == Duration::from_millis(1) {
+            "must be longer than 0s".to_string()
+        } else {
+            format!("must be at least {}", humantime::format_duration(least))
+        });
+    }
+    if value > most {
+        return Err(format!(
+            "must be at most {}",
+            humantime::format_duration(most)
+        ));
+    }
+    Ok(value)
+}
