@@ -100,24 +100,29 @@ impl Supervisor {
     }
 
     fn judge(&mut self, ended: Result<(Id, Option<String>), JoinError>) {
-        let (id, why) = match ended {
-            Ok((id, failure)) => (id, failure),
+        let (id, failure, panicked) = match ended {
+            Ok((id, failure)) => (id, failure, false),
             Err(err) if err.is_panic() => {
                 let id = err.id();
-                (
-                    id,
-                    Some(format!(
-                        "panicked: {}",
-                        crate::text::panic_message(err.into_panic())
-                    )),
-                )
+                let text = crate::text::panic_message(err.into_panic());
+                (id, Some(format!("panicked: {text}")), true)
             }
-            Err(err) => (err.id(), None),
+            Err(err) => (err.id(), None, false),
         };
         let Some(Running { task, stop }) = self.running.remove(&id) else {
             return;
         };
-        let why = why.or_else(|| (!stop.is_cancelled()).then(|| "ended unexpectedly".to_string()));
+        tracing::debug!(task = %task, "task ended");
+        let why = match failure {
+            // An error while stopping is the stop racing the task's own work, not a failure; a
+            // panic is a bug whenever it happens.
+            Some(why) if stop.is_cancelled() && !panicked => {
+                tracing::warn!(task = %task, why, "task ended with an error while stopping");
+                None
+            }
+            Some(why) => Some(why),
+            None => (!stop.is_cancelled()).then(|| "ended unexpectedly".to_string()),
+        };
         if let Some(why) = why {
             TaskFailed { task, why: &why }.emit(&self.metrics);
             self.machine.fail(task, &why);

@@ -521,11 +521,15 @@ impl PhaseMachine {
             ForceReason::Deadline => format!("grace period of {:?} expired", self.settings.grace),
             ForceReason::SecondSignal => "second signal received".to_string(),
         };
-        let _entered = self.drain().span.clone().entered();
-        tracing::warn!(
-            cause = %cause,
-            still_running = %if still_running.is_empty() { "nothing".to_string() } else { still_running.join("; ") },
-            "forcing shutdown"
+        let still_running = if still_running.is_empty() {
+            "nothing".to_string()
+        } else {
+            still_running.join("; ")
+        };
+        // Entered only around the log line: a span guard held across an await would make the
+        // machine's future !Send.
+        self.drain().span.in_scope(
+            || tracing::warn!(cause = %cause, still_running = %still_running, "forcing shutdown"),
         );
         self.parts.checkpoint_request.cancel();
         self.parts.forced.cancel();

@@ -1,6 +1,6 @@
 //! The worker's long-lived parts: the claim loop, the runner of each attempt, the completion
 //! writer, the heartbeat, the rescuer, store health, and the relays between the store and the
-//! machine. [`crate::app`] builds them and runs each one under its supervisor.
+//! machine. The composition root (`src/app/`) builds them and runs each one under its supervisor.
 
 pub mod claim;
 pub mod completer;

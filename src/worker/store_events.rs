@@ -32,6 +32,8 @@ pub async fn relay_store_events(
                 claim_wake.notify_one();
                 beat_now.notify_one();
             }
+            // The listener stops with the same token; only an early end is a failure.
+            None if stop.is_cancelled() => return Ok(()),
             None => return Err("the store's listener stopped sending".into()),
         }
     }

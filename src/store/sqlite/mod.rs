@@ -7,22 +7,23 @@
 
 use super::{
     applied_flags, one_line, parse_enum, ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport,
-    Job, JobFilter, JobId, JobStatus, Lease, NewJob, PhaseSpan, ShutdownRecord, Store, StoreError,
+    Job, JobFilter, JobId, JobStatus, Lease, NewJob, ShutdownRecord, Store, StoreError,
     StoreResult, WorkerRegistration, WorkerRow,
+};
+mod file;
+mod rows;
+
+use self::file::{DatabaseFile, WriteConn};
+use self::rows::{
+    duration_ms, job_from_row, opt_time, parse_json, shutdown_from_row, to_json_text,
+    worker_from_row,
 };
 use crate::model::Phase;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Connection, Row, Sqlite, SqlitePool};
-use std::ops::{Deref, DerefMut};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Row, SqlitePool};
+use std::path::Path;
 use std::time::Duration;
 
 /// The current time in Unix milliseconds, from SQLite's clock (stable within one statement).
@@ -53,98 +54,6 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// The file the pools opened, to notice it deleted or replaced underneath them.
     file: DatabaseFile,
-}
-
-/// The database file as opened: its path and (device, inode). A file deleted or replaced under a
-/// running worker still takes writes through the open descriptors, into a file nobody will read;
-/// once that is seen, every write is refused for the life of this store.
-struct DatabaseFile {
-    path: PathBuf,
-    identity: (u64, u64),
-    /// Why the file can no longer be written, once found out.
-    lost: Mutex<Option<String>>,
-}
-
-impl DatabaseFile {
-    fn open(path: &Path) -> std::io::Result<Self> {
-        let meta = std::fs::metadata(path)?;
-        Ok(DatabaseFile {
-            path: path.to_path_buf(),
-            identity: (meta.dev(), meta.ino()),
-            lost: Mutex::new(None),
-        })
-    }
-
-    fn lost(&self) -> Option<String> {
-        self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Compares the path's current (device, inode) with the one opened.
-    fn check(&self) -> StoreResult<()> {
-        if let Some(why) = self.lost() {
-            return Err(StoreError::Broken(why));
-        }
-        let now = std::fs::metadata(&self.path).map(|m| (m.dev(), m.ino()));
-        let why = match now {
-            Ok(identity) if identity == self.identity => return Ok(()),
-            Ok(_) => format!(
-                "the database file {} was replaced by another file while this worker had it open; \
-                 writes are refused so that nothing is acknowledged into the old one (restart the worker)",
-                self.path.display()
-            ),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => format!(
-                "the database file {} was deleted while this worker had it open; writes are \
-                 refused so that nothing is acknowledged into a file nobody can read (restart the worker)",
-                self.path.display()
-            ),
-            // Cannot look (permissions, I/O): not proof of a lost file; the write will tell.
-            Err(_) => return Ok(()),
-        };
-        tracing::error!(path = %self.path.display(), "{why}");
-        *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
-        Err(StoreError::Broken(why))
-    }
-}
-
-/// The writer connection, borrowed for one write (one statement or one transaction).
-///
-/// Unless [`finish`](WriteConn::finish) is called after the write succeeded, the connection is
-/// closed instead of going back to the pool. A failed COMMIT is why: SQLite may roll the
-/// transaction back itself (SQLITE_FULL, SQLITE_IOERR), sqlx's ROLLBACK then fails and its
-/// transaction depth stays at 1, so the next `begin` opens a SAVEPOINT that a second failure leaves
-/// open for good; every later write then lands in a transaction that never commits. A connection
-/// closed after any failure (or a cancelled write) cannot carry such a state into the next write.
-struct WriteConn {
-    conn: PoolConnection<Sqlite>,
-    finished: bool,
-}
-
-impl WriteConn {
-    /// The write succeeded and ended outside any transaction: the connection may be reused.
-    fn finish(mut self) {
-        self.finished = true;
-    }
-}
-
-impl Drop for WriteConn {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.conn.close_on_drop();
-        }
-    }
-}
-
-impl Deref for WriteConn {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &SqliteConnection {
-        &self.conn
-    }
-}
-
-impl DerefMut for WriteConn {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.conn
-    }
 }
 
 impl SqliteStore {
@@ -199,99 +108,6 @@ impl SqliteStore {
             finished: false,
         })
     }
-}
-
-fn millis_to_time(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-fn opt_time(ms: Option<i64>) -> Option<DateTime<Utc>> {
-    ms.map(millis_to_time)
-}
-
-fn parse_json(text: Option<String>) -> StoreResult<Option<Value>> {
-    text.map(|t| serde_json::from_str(&t))
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("JSON in store: {e}")))
-}
-
-fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Job> {
-    Ok(Job {
-        id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
-        payload: parse_json(Some(row.try_get("payload")?))?.unwrap_or(Value::Null),
-        status: parse_enum(&row.try_get::<String, _>("status")?)?,
-        priority: row.try_get("priority")?,
-        attempts: row.try_get("attempts")?,
-        max_attempts: row.try_get("max_attempts")?,
-        run_after: millis_to_time(row.try_get("run_after")?),
-        owner: row.try_get("owner")?,
-        lease_epoch: row.try_get("lease_epoch")?,
-        lease_expires_at: opt_time(row.try_get("lease_expires_at")?),
-        checkpoint: parse_json(row.try_get("checkpoint")?)?,
-        result: parse_json(row.try_get("result")?)?,
-        error: row.try_get("error")?,
-        created_at: millis_to_time(row.try_get("created_at")?),
-        updated_at: millis_to_time(row.try_get("updated_at")?),
-    })
-}
-
-fn worker_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<WorkerRow> {
-    let drain_mode: Option<String> = row.try_get("drain_mode")?;
-    let drain_request = drain_mode
-        .map(|mode| -> StoreResult<DrainRequest> {
-            Ok(DrainRequest {
-                mode: parse_enum(&mode)?,
-                reason: row.try_get("drain_reason")?,
-                requested_by: row.try_get("drain_requested_by")?,
-                requested_at: opt_time(row.try_get("drain_requested_at")?),
-            })
-        })
-        .transpose()?;
-    Ok(WorkerRow {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        phase: parse_enum(&row.try_get::<String, _>("phase")?)?,
-        version: row.try_get("version")?,
-        listen_addr: row.try_get("listen_addr")?,
-        concurrency: row.try_get("concurrency")?,
-        started_at: millis_to_time(row.try_get("started_at")?),
-        heartbeat_at: millis_to_time(row.try_get("heartbeat_at")?),
-        in_flight: row.try_get("in_flight")?,
-        drain_request,
-        declared_dead_at: opt_time(row.try_get("declared_dead_at")?),
-        stopped_at: opt_time(row.try_get("stopped_at")?),
-    })
-}
-
-fn shutdown_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ShutdownRecord> {
-    let phases: Vec<PhaseSpan> = serde_json::from_str(&row.try_get::<String, _>("phases")?)
-        .map_err(|e| StoreError::Corrupt(format!("shutdown phases: {e}")))?;
-    let forced_jobs: Vec<JobId> =
-        serde_json::from_str(&row.try_get::<String, _>("forced_jobs")?)
-            .map_err(|e| StoreError::Corrupt(format!("shutdown job list: {e}")))?;
-    Ok(ShutdownRecord {
-        worker_id: row.try_get("worker_id")?,
-        worker_name: row.try_get("worker_name")?,
-        trigger: parse_enum(&row.try_get::<String, _>("trigger")?)?,
-        mode: parse_enum(&row.try_get::<String, _>("mode")?)?,
-        outcome: parse_enum(&row.try_get::<String, _>("outcome")?)?,
-        requested_by: row.try_get("requested_by")?,
-        reason: row.try_get("reason")?,
-        started_at: millis_to_time(row.try_get("started_at")?),
-        duration_ms: row.try_get("duration_ms")?,
-        phases,
-        jobs_released: row.try_get("jobs_released")?,
-        forced_jobs,
-    })
-}
-
-fn to_json_text<T: serde::Serialize>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))
-}
-
-fn duration_ms(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[async_trait]

@@ -12,13 +12,18 @@
 
 use super::{
     applied_flags, one_line, parse_enum, ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport,
-    Job, JobFilter, JobId, JobStatus, Lease, NewJob, PhaseSpan, ShutdownRecord, Store, StoreError,
-    StoreEvent, StoreResult, Subscription, WorkerRegistration, WorkerRow,
+    Job, JobFilter, JobId, JobStatus, Lease, NewJob, ShutdownRecord, Store, StoreError, StoreEvent,
+    StoreResult, Subscription, WorkerRegistration, WorkerRow,
+};
+mod rows;
+
+use self::rows::{
+    drain_from_row, job_from_row, lease_arrays, millis, shutdown_from_row, worker_from_row,
 };
 use crate::model::Phase;
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::Row;
 use std::str::FromStr;
 use std::time::Duration;
@@ -177,92 +182,6 @@ async fn check_hot_settings(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::E
                 .into(),
         ))
     }
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn job_from_row(row: &PgRow) -> StoreResult<Job> {
-    Ok(Job {
-        id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
-        payload: row.try_get("payload")?,
-        status: parse_enum(&row.try_get::<String, _>("status")?)?,
-        priority: row.try_get("priority")?,
-        attempts: row.try_get("attempts")?,
-        max_attempts: row.try_get("max_attempts")?,
-        run_after: row.try_get("run_after")?,
-        owner: row.try_get("owner")?,
-        lease_epoch: row.try_get("lease_epoch")?,
-        lease_expires_at: row.try_get("lease_expires_at")?,
-        checkpoint: row.try_get("checkpoint")?,
-        result: row.try_get("result")?,
-        error: row.try_get("error")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-fn drain_from_row(row: &PgRow) -> StoreResult<Option<DrainRequest>> {
-    let mode: Option<String> = row.try_get("drain_mode")?;
-    mode.map(|mode| {
-        Ok(DrainRequest {
-            mode: parse_enum(&mode)?,
-            reason: row.try_get("drain_reason")?,
-            requested_by: row.try_get("drain_requested_by")?,
-            requested_at: row.try_get("drain_requested_at")?,
-        })
-    })
-    .transpose()
-}
-
-fn worker_from_row(row: &PgRow) -> StoreResult<WorkerRow> {
-    Ok(WorkerRow {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        phase: parse_enum(&row.try_get::<String, _>("phase")?)?,
-        version: row.try_get("version")?,
-        listen_addr: row.try_get("listen_addr")?,
-        concurrency: row.try_get("concurrency")?,
-        started_at: row.try_get("started_at")?,
-        heartbeat_at: row.try_get("heartbeat_at")?,
-        in_flight: row.try_get("in_flight")?,
-        drain_request: drain_from_row(row)?,
-        declared_dead_at: row.try_get("declared_dead_at")?,
-        stopped_at: row.try_get("stopped_at")?,
-    })
-}
-
-fn shutdown_from_row(row: &PgRow) -> StoreResult<ShutdownRecord> {
-    let phases: Vec<PhaseSpan> = serde_json::from_value(row.try_get("phases")?)
-        .map_err(|e| StoreError::Corrupt(format!("shutdown phases: {e}")))?;
-    let forced_jobs: Vec<JobId> = serde_json::from_value(row.try_get("forced_jobs")?)
-        .map_err(|e| StoreError::Corrupt(format!("shutdown job list: {e}")))?;
-    Ok(ShutdownRecord {
-        worker_id: row.try_get("worker_id")?,
-        worker_name: row.try_get("worker_name")?,
-        trigger: parse_enum(&row.try_get::<String, _>("trigger")?)?,
-        mode: parse_enum(&row.try_get::<String, _>("mode")?)?,
-        outcome: parse_enum(&row.try_get::<String, _>("outcome")?)?,
-        requested_by: row.try_get("requested_by")?,
-        reason: row.try_get("reason")?,
-        started_at: row.try_get("started_at")?,
-        duration_ms: row.try_get("duration_ms")?,
-        phases,
-        jobs_released: row.try_get("jobs_released")?,
-        forced_jobs,
-    })
-}
-
-/// The lease columns of a batch as parallel arrays for `UNNEST`, in job-id order: every batch
-/// write locks its rows in that order, so two batches cannot deadlock.
-fn lease_arrays(leases: &[&Lease]) -> (Vec<i64>, Vec<String>, Vec<i64>) {
-    (
-        leases.iter().map(|l| l.job_id).collect(),
-        leases.iter().map(|l| l.owner.clone()).collect(),
-        leases.iter().map(|l| l.epoch).collect(),
-    )
 }
 
 #[async_trait]
@@ -735,172 +654,4 @@ impl Store for PostgresStore {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The hot statements' plans under the statistics a queue table really has: taken while it
-    //! was empty, then a burst of submissions. Needs the local PostgreSQL server.
-    use super::*;
-    use crate::store::NewJob;
-    use serde_json::json;
-
-    fn server() -> String {
-        std::env::var("HANDOVER_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-    }
-
-    /// A store in a fresh schema whose statistics say "empty", holding `jobs` pending jobs.
-    async fn store_with_stale_statistics(jobs: usize) -> (PostgresStore, String) {
-        let schema = format!("plan_{}", uuid::Uuid::new_v4().simple());
-        let admin = PgPool::connect(&server())
-            .await
-            .expect("PostgreSQL is running");
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let url = format!("{}?options[search_path]={schema}", server());
-        let store = PostgresStore::open(&url, &url).await.unwrap();
-        store.migrate().await.unwrap();
-        sqlx::query("ANALYZE jobs")
-            .execute(&store.pool)
-            .await
-            .unwrap();
-        let batch: Vec<NewJob> = (0..jobs).map(|_| NewJob::new("noop", json!({}))).collect();
-        store.submit(&batch).await.unwrap();
-        (store, schema)
-    }
-
-    async fn drop_schema(schema: &str) {
-        let admin = PgPool::connect(&server()).await.unwrap();
-        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
-
-    fn plan_text(rows: Vec<PgRow>) -> String {
-        rows.iter()
-            .map(|row| row.get::<String, _>(0))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    #[tokio::test]
-    async fn hot_statements_keep_their_plans_when_statistics_are_stale() {
-        let (store, schema) = store_with_stale_statistics(20_000).await;
-        let kinds = vec!["noop".to_string()];
-
-        let claim = plan_text(
-            sqlx::query(&format!("EXPLAIN {CLAIM_SQL}"))
-                .bind("worker-a")
-                .bind(30_000_i64)
-                .bind(&kinds)
-                .bind(256_i64)
-                .fetch_all(&store.hot_pool)
-                .await
-                .unwrap(),
-        );
-        assert!(
-            claim.contains("Index Scan using jobs_runnable") && !claim.contains("Sort"),
-            "the claim must walk jobs_runnable in order and stop at the limit:\n{claim}"
-        );
-
-        let held = store
-            .claim("worker-a", &kinds, 256, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(held.len(), 256);
-        let ids: Vec<i64> = held.iter().map(|job| job.lease.job_id).collect();
-        let owners: Vec<String> = held.iter().map(|job| job.lease.owner.clone()).collect();
-        let epochs: Vec<i64> = held.iter().map(|job| job.lease.epoch).collect();
-        let results: Vec<String> = held.iter().map(|_| "{}".to_string()).collect();
-
-        let complete = plan_text(
-            sqlx::query(&format!("EXPLAIN {COMPLETE_SQL}"))
-                .bind(&ids)
-                .bind(&owners)
-                .bind(&epochs)
-                .bind(&results)
-                .fetch_all(&store.hot_pool)
-                .await
-                .unwrap(),
-        );
-        let renew = plan_text(
-            sqlx::query(&format!("EXPLAIN {RENEW_SQL}"))
-                .bind("worker-a")
-                .bind(30_000_i64)
-                .bind(&ids)
-                .bind(&epochs)
-                .fetch_all(&store.hot_pool)
-                .await
-                .unwrap(),
-        );
-        for (name, plan) in [("completion", complete), ("renewal", renew)] {
-            assert!(
-                plan.contains("Index Scan using jobs_pkey")
-                    && !plan.contains("jobs_running_lease")
-                    && !plan.contains("Seq Scan on jobs"),
-                "a batched {name} must probe the primary key once per row:\n{plan}"
-            );
-        }
-        drop_schema(&schema).await;
-    }
-    #[tokio::test]
-    async fn every_completion_is_audited_exactly_once_whichever_version_wrote_it() {
-        let (store, schema) = store_with_stale_statistics(2).await;
-        let held = store
-            .claim(
-                "worker-a",
-                &["noop".to_string()],
-                2,
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap();
-        let (ours, older) = (&held[0].lease, &held[1].lease);
-        // This version: the completing statement writes the audit row, the trigger stays out.
-        assert_eq!(
-            store.complete(&[(ours.clone(), json!({}))]).await.unwrap(),
-            vec![true]
-        );
-        // A worker of the previous version during a rolling upgrade: a plain UPDATE on a
-        // connection that did not say it writes the audit row itself. The trigger writes it.
-        sqlx::query(
-            "UPDATE jobs SET status = 'completed', lease_expires_at = NULL, updated_at = now() \
-             WHERE id = $1 AND owner = $2 AND lease_epoch = $3",
-        )
-        .bind(older.job_id)
-        .bind(&older.owner)
-        .bind(older.epoch)
-        .execute(&store.pool)
-        .await
-        .unwrap();
-        let mut counts = store.completion_counts().await.unwrap();
-        counts.sort();
-        assert_eq!(counts, vec![(ours.job_id, 1), (older.job_id, 1)]);
-        drop_schema(&schema).await;
-    }
-    #[tokio::test]
-    async fn a_connection_without_its_settings_is_refused_with_the_reason() {
-        // What a pooler that drops the `options` startup parameter hands over.
-        use sqlx::Connection;
-        let mut plain = sqlx::PgConnection::connect(&server()).await.unwrap();
-        let err = check_hot_settings(&mut plain)
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("lost its startup settings"), "{err}");
-        assert!(err.contains("PgBouncer"), "{err}");
-    }
-
-    #[test]
-    fn notify_channels_fit_postgres_identifiers_for_any_schema() {
-        assert_eq!(super::notify_channel("public"), "handover_public");
-        let long = "s".repeat(60);
-        let other = format!("{}t", "s".repeat(59));
-        for schema in [long.as_str(), other.as_str(), &"é".repeat(40)] {
-            let channel = super::notify_channel(schema);
-            assert!(channel.len() <= super::MAX_CHANNEL_BYTES, "{channel}");
-        }
-        assert_ne!(super::notify_channel(&long), super::notify_channel(&other));
-    }
-}
+mod tests;

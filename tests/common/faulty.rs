@@ -1,0 +1,143 @@
+//! A real store with faults switched on from the test: the heartbeat panics on its Nth call from
+//! arming, or claims are refused the way a database refuses a statement (a dropped table). Every
+//! other call goes to the real store underneath.
+
+use async_trait::async_trait;
+use handover::model::Phase;
+use handover::store::{
+    ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport, Job, JobFilter, JobId, JobStatus,
+    Lease, NewJob, SharedStore, ShutdownRecord, Store, StoreError, StoreResult, Subscription,
+    WorkerRegistration, WorkerRow,
+};
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct FaultyStore {
+    inner: SharedStore,
+    heartbeats: AtomicUsize,
+    /// The heartbeat call (counted from the first) that panics; 0 for none.
+    panic_at: AtomicUsize,
+    refuse_claims: AtomicBool,
+}
+
+impl FaultyStore {
+    pub fn new(inner: SharedStore) -> FaultyStore {
+        FaultyStore {
+            inner,
+            heartbeats: AtomicUsize::new(0),
+            panic_at: AtomicUsize::new(0),
+            refuse_claims: AtomicBool::new(false),
+        }
+    }
+
+    /// The `n`th heartbeat from now panics.
+    pub fn panic_on_heartbeat(&self, n: usize) {
+        let so_far = self.heartbeats.load(Ordering::SeqCst);
+        self.panic_at.store(so_far + n, Ordering::SeqCst);
+    }
+
+    /// Every claim from now on is refused with the error a dropped table gives.
+    pub fn refuse_claims(&self) {
+        self.refuse_claims.store(true, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        self.inner.migrate().await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+    async fn submit(&self, jobs: &[NewJob]) -> StoreResult<Vec<JobId>> {
+        self.inner.submit(jobs).await
+    }
+    async fn claim(
+        &self,
+        owner: &str,
+        kinds: &[String],
+        limit: usize,
+        lease_ttl: Duration,
+    ) -> StoreResult<Vec<ClaimedJob>> {
+        if self.refuse_claims.load(Ordering::SeqCst) {
+            return Err(StoreError::Database(
+                "relation \"jobs\" does not exist".into(),
+            ));
+        }
+        self.inner.claim(owner, kinds, limit, lease_ttl).await
+    }
+    async fn checkpoint(&self, lease: &Lease, checkpoint: &Value) -> StoreResult<()> {
+        self.inner.checkpoint(lease, checkpoint).await
+    }
+    async fn complete(&self, items: &[(Lease, Value)]) -> StoreResult<Vec<bool>> {
+        self.inner.complete(items).await
+    }
+    async fn fail(
+        &self,
+        lease: &Lease,
+        error: &str,
+        backoff: Duration,
+    ) -> StoreResult<FailOutcome> {
+        self.inner.fail(lease, error, backoff).await
+    }
+    async fn release(&self, leases: &[Lease], resume_after: Duration) -> StoreResult<Vec<bool>> {
+        self.inner.release(leases, resume_after).await
+    }
+    async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
+        self.inner.rescue_expired().await
+    }
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        self.inner.get_job(id).await
+    }
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
+        self.inner.list_jobs(filter).await
+    }
+    async fn count_jobs(&self) -> StoreResult<Vec<(JobStatus, i64)>> {
+        self.inner.count_jobs().await
+    }
+    async fn register_worker(&self, worker: &WorkerRegistration) -> StoreResult<()> {
+        self.inner.register_worker(worker).await
+    }
+    async fn revive_worker(&self, worker_id: &str) -> StoreResult<()> {
+        self.inner.revive_worker(worker_id).await
+    }
+    async fn set_worker_phase(&self, worker_id: &str, phase: Phase) -> StoreResult<()> {
+        self.inner.set_worker_phase(worker_id, phase).await
+    }
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        held: &[Lease],
+        lease_ttl: Duration,
+    ) -> StoreResult<HeartbeatReport> {
+        let this = self.heartbeats.fetch_add(1, Ordering::SeqCst) + 1;
+        if this == self.panic_at.load(Ordering::SeqCst) {
+            panic!("injected fault: heartbeat {this} panics");
+        }
+        self.inner.heartbeat(worker_id, held, lease_ttl).await
+    }
+    async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
+        self.inner.deregister_worker(worker_id).await
+    }
+    async fn list_workers(&self) -> StoreResult<Vec<WorkerRow>> {
+        self.inner.list_workers().await
+    }
+    async fn request_drain(&self, worker: &str, request: &DrainRequest) -> StoreResult<WorkerRow> {
+        self.inner.request_drain(worker, request).await
+    }
+    async fn record_shutdown(&self, record: &ShutdownRecord) -> StoreResult<()> {
+        self.inner.record_shutdown(record).await
+    }
+    async fn list_shutdowns(&self, limit: i64) -> StoreResult<Vec<ShutdownRecord>> {
+        self.inner.list_shutdowns(limit).await
+    }
+    async fn completion_counts(&self) -> StoreResult<Vec<(JobId, i64)>> {
+        self.inner.completion_counts().await
+    }
+    async fn subscribe(&self, stop: CancellationToken) -> StoreResult<Option<Subscription>> {
+        self.inner.subscribe(stop).await
+    }
+}
