@@ -8,6 +8,7 @@ pub mod commands;
 pub mod http;
 pub mod jobs;
 pub mod lifecycle;
+pub mod process;
 pub mod store;
 pub mod telemetry;
 pub mod text;

@@ -6,7 +6,6 @@ pub mod completer;
 pub mod health;
 pub mod heartbeat;
 pub mod inflight;
-pub mod reaper;
 pub mod rescuer;
 pub mod runner;
 
@@ -267,7 +266,10 @@ impl App {
     /// Runs until the machine reaches `stopped`, then serves a last scrape and stops the server.
     pub async fn run_until_stopped(self) -> ShutdownSummary {
         let tracker = TaskTracker::new();
-        reaper::start_if_init();
+        let reaper_stop = CancellationToken::new();
+        if let Some(reaper) = crate::process::orphan_reaper(reaper_stop.clone()) {
+            tokio::spawn(reaper);
+        }
         let claim_wake = Arc::new(Notify::new());
         let beat_now = Arc::new(Notify::new());
         match self.store.subscribe().await {
@@ -360,6 +362,7 @@ impl App {
         }
         self.server_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.server).await;
+        reaper_stop.cancel();
         summary
     }
 }
