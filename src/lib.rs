@@ -10,6 +10,7 @@ pub mod http;
 pub mod jobs;
 pub mod lifecycle;
 pub mod model;
+pub mod process;
 pub mod store;
 pub mod telemetry;
 pub mod text;

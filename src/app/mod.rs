@@ -261,7 +261,7 @@ impl App {
                 signals.forward_to(self.handle.clone(), root.clone()),
             );
         }
-        if let Some(reaper) = crate::worker::reaper::orphan_reaper(root.clone()) {
+        if let Some(reaper) = crate::process::orphan_reaper(root.clone()) {
             tasks.spawn(Task::OrphanReaper, &root, reaper);
         }
         if let Some(writer) = self.completion_writer.take() {

@@ -6,7 +6,6 @@ pub mod claim;
 pub mod completer;
 pub mod health;
 pub mod heartbeat;
-pub mod reaper;
 pub mod rescuer;
 pub mod runner;
 pub mod store_events;

@@ -4,11 +4,18 @@
 //! It must never reap a child that tokio is waiting for (an exec job's own child), or that job's
 //! exit status would be lost. Such children are spawned with [`spawn_registered`], which records
 //! them under the same lock the sweep takes, so there is no window in which one is unregistered.
+//!
+//! It starts no task of its own: [`orphan_reaper`] hands the sweep to the caller to run.
 
+use super::procfs;
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 
 /// Children whose exit status belongs to someone else (tokio's `Child::wait`).
 static MANAGED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
@@ -46,11 +53,10 @@ pub fn spawn_registered(
     Ok((child, Registration { pid }))
 }
 
-/// When this process is PID 1, the task that reaps orphans on every SIGCHLD and every few
-/// seconds until `stop` is cancelled.
-pub fn orphan_reaper(
-    stop: tokio_util::sync::CancellationToken,
-) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+/// When this process is PID 1, the sweep that reaps orphans on every SIGCHLD and every few
+/// seconds, until `stop` is cancelled; `None` when it is not PID 1 or cannot watch SIGCHLD (then
+/// with a warning). Must be called inside a tokio runtime: SIGCHLD is watched from the call on.
+pub fn orphan_reaper(stop: CancellationToken) -> Option<impl Future<Output = ()> + Send + 'static> {
     if std::process::id() != 1 {
         return None;
     }
@@ -65,9 +71,9 @@ pub fn orphan_reaper(
     Some(async move {
         loop {
             tokio::select! {
+                _ = stop.cancelled() => return,
                 _ = children.recv() => {}
                 _ = tokio::time::sleep(SWEEP_EVERY) => {}
-                _ = stop.cancelled() => return,
             }
             let reaped = tokio::task::spawn_blocking(reap_orphans).await.unwrap_or(0);
             if reaped > 0 {
@@ -78,65 +84,22 @@ pub fn orphan_reaper(
 }
 
 /// Waits for every zombie child of this process that is not a managed child; returns how many.
-/// Needs the /proc of this process's PID namespace (what a container has).
 fn reap_orphans() -> usize {
-    use nix::sys::wait::{waitpid, WaitPidFlag};
-    use nix::unistd::Pid;
     let me = std::process::id() as i32;
     let managed = MANAGED.lock().unwrap_or_else(|e| e.into_inner());
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let mut reaped = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if managed.contains(&pid) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some((state, ppid)) = zombie_state_and_parent(&stat) {
-            if state == 'Z'
-                && ppid == me
-                && waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).is_ok()
-            {
-                reaped += 1;
-            }
-        }
-    }
-    reaped
-}
-
-/// (state, ppid) from a /proc/PID/stat line; the command name may contain spaces and parentheses.
-fn zombie_state_and_parent(stat: &str) -> Option<(char, i32)> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_name.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
+    procfs::processes()
+        .filter(|(pid, stat)| stat.state == 'Z' && stat.parent == me && !managed.contains(pid))
+        .filter(|(pid, _)| waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG)).is_ok())
+        .count()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::zombie_state_and_parent;
+    use super::*;
 
-    #[test]
-    fn parses_stat_lines_with_awkward_names() {
-        assert_eq!(
-            zombie_state_and_parent("42 (sleep) Z 1 42 42 0 -1"),
-            Some(('Z', 1))
-        );
-        assert_eq!(
-            zombie_state_and_parent("7 (my (odd) name) S 3 7 7 0"),
-            Some(('S', 3))
-        );
-        assert_eq!(zombie_state_and_parent("garbage"), None);
+    #[tokio::test]
+    async fn only_pid_1_reaps() {
+        assert_ne!(std::process::id(), 1, "tests do not run as PID 1");
+        assert!(orphan_reaper(CancellationToken::new()).is_none());
     }
 }
