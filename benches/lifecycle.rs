@@ -12,7 +12,11 @@ use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_handover");
+/// The binary under test: this build's, or `HANDOVER_BENCH_BIN` (to measure another version side
+/// by side with the same harness).
+fn bin() -> String {
+    std::env::var("HANDOVER_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_handover").into())
+}
 const TOKEN: &str = "bench-admin-token-0123456789";
 const NOOP_JOBS: usize = 100_000;
 
@@ -128,7 +132,7 @@ impl Bench {
             "20ms",
         ];
         args.extend_from_slice(extra);
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .args(&args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

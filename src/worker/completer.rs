@@ -95,7 +95,17 @@ impl CompletionWriter {
                 let _ =
                     tokio::time::timeout(LINGER, self.receiver.recv_many(&mut batch, room)).await;
             }
-            self.write(&mut batch).await;
+            // `stop` comes once every attempt has ended: a write it interrupts (one waiting on a
+            // store that is down) has nobody left to answer, and the fence keeps it harmless.
+            // What was queued when `stop` came is still written.
+            let interruptible = !stop.is_cancelled();
+            tokio::select! {
+                _ = self.write(&mut batch) => {}
+                _ = stop.cancelled(), if interruptible => {
+                    tracing::warn!("a completion write was still waiting on the store at exit; abandoned");
+                    return;
+                }
+            }
         }
     }
 

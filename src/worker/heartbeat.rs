@@ -37,7 +37,11 @@ impl Heartbeat {
                 _ = self.beat_now.notified() => {}
                 _ = self.stop.cancelled() => return,
             }
-            self.beat().await;
+            // A beat waiting on a store that is down must not hold up the stop.
+            tokio::select! {
+                _ = self.beat() => {}
+                _ = self.stop.cancelled() => return,
+            }
         }
     }
 

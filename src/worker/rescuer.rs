@@ -32,7 +32,11 @@ impl Rescuer {
             if !self.health.connected_for(self.lease_ttl) {
                 continue;
             }
-            match self.store.rescue_expired().await {
+            let pass = tokio::select! {
+                pass = self.store.rescue_expired() => pass,
+                _ = self.stop.cancelled() => return,
+            };
+            match pass {
                 Ok(rescued) => JobsRescued { jobs: &rescued }.emit(&self.metrics),
                 Err(err) => {
                     self.health.failed(&err);

@@ -55,7 +55,11 @@ pub async fn report_phases(
             break;
         }
         if phase != written {
-            match store.set_worker_phase(&worker_id, phase).await {
+            let recorded = tokio::select! {
+                recorded = store.set_worker_phase(&worker_id, phase) => recorded,
+                _ = stop.cancelled() => return,
+            };
+            match recorded {
                 Ok(()) => written = phase,
                 Err(err) => tracing::debug!(%err, "could not record the phase; will retry"),
             }

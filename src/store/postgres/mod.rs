@@ -637,7 +637,10 @@ impl Store for PostgresStore {
                     Ok(None) => StoreEvent::Reconnected,
                     Err(err) => {
                         tracing::debug!(%err, "LISTEN connection failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = stop.cancelled() => return,
+                        }
                         continue;
                     }
                 };

@@ -86,7 +86,7 @@ impl SqliteStore {
             .await
             .map_err(cannot_open)?;
         let file = DatabaseFile::open(path).map_err(|err| {
-            StoreError::Invalid(format!(
+            StoreError::Unavailable(format!(
                 "cannot open SQLite store {}: {err}",
                 path.display()
             ))
