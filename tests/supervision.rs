@@ -83,6 +83,17 @@ async fn assert_internal_drain(store: &TestStore, worker: Running, task: Task, w
         .unwrap();
     let failures = format!("handover_task_failures_total{{task=\"{task}\"}}");
     assert_eq!(metric_value(&metrics, &failures), Some(1.0), "{metrics}");
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/api/status", worker.addr))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["failed_task"], task.as_str(), "{status}");
+    assert_eq!(status["ready"], false, "{status}");
 
     let summary = tokio::time::timeout(Duration::from_secs(20), worker.run)
         .await

@@ -21,7 +21,9 @@ pub fn status_json(state: &HttpState) -> Value {
 
 /// The status JSON for a given machine status (with the current jobs and readiness).
 pub fn status_json_of(state: &HttpState, status: &crate::lifecycle::Status) -> Value {
-    let ready = status.phase == crate::lifecycle::Phase::Running && state.health.is_up();
+    let ready = status.phase == crate::lifecycle::Phase::Running
+        && state.machine.failed_task().is_none()
+        && state.health.is_up();
     json!({
         "worker_id": state.worker_id,
         "name": state.worker_name,
@@ -29,6 +31,7 @@ pub fn status_json_of(state: &HttpState, status: &crate::lifecycle::Status) -> V
         "phase": status.phase,
         "ready": ready,
         "store_up": state.health.is_up(),
+        "failed_task": state.machine.failed_task(),
         "trigger": status.trigger,
         "mode": status.mode,
         "requested_by": status.requested_by,

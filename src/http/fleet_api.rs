@@ -228,3 +228,43 @@ pub async fn drain_other(
         Err(err) => store_error(err),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_bad_input_is_a_400_and_a_store_that_is_down_or_slow_is_a_503() {
+        let status = |err: StoreError| store_error(err).status();
+        assert_eq!(
+            status(StoreError::Invalid("bad".into())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(StoreError::NotFound("none".into())),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(StoreError::Conflict("stopped".into())),
+            StatusCode::CONFLICT
+        );
+        for down in [
+            StoreError::Unavailable("disk full".into()),
+            StoreError::TimedOut {
+                operation: "a submit",
+                after: Duration::from_secs(3),
+            },
+            StoreError::Broken("file replaced".into()),
+        ] {
+            assert_eq!(status(down), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        for operator in [
+            StoreError::Corrupt("unknown status \"x\"".into()),
+            StoreError::Database("relation \"jobs\" does not exist".into()),
+            StoreError::Migrate("checksum mismatch".into()),
+        ] {
+            assert_eq!(status(operator), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    }
+}
