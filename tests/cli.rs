@@ -97,6 +97,19 @@ async fn unsafe_worker_timings_are_refused() {
         "must be at most half of --lease-ttl",
     );
     assert_refused(
+        &[
+            "worker",
+            "--store",
+            &store.url,
+            "--grace",
+            "5s",
+            "--drain-delay",
+            "5s",
+        ],
+        2,
+        "--drain-delay (5s) must be shorter than --grace (5s) less the forced path's reserve (500ms)",
+    );
+    assert_refused(
         &["worker", "--store", &store.url, "--admin-token", "short"],
         2,
         "at least 16 characters",
@@ -320,11 +333,20 @@ async fn drain_reasons_and_names_obey_the_http_limits() {
     let longest = "é".repeat(250);
     let (code, _, stderr) = run_cli(&["drain", "--store", &store.url, name, "--reason", &longest]);
     assert_eq!(code, 0, "{stderr}");
-    let row = store.worker_row(&worker.id).await;
-    assert_eq!(
-        row.drain_request.and_then(|d| d.reason).as_deref(),
-        Some(longest.as_str())
-    );
+    // Intact in the store, or already taken from it by the worker's heartbeat and draining.
+    wait_for(
+        "the long reason to arrive intact",
+        std::time::Duration::from_secs(10),
+        || async {
+            let row = store.worker_row(&worker.id).await;
+            let stored = row.drain_request.and_then(|d| d.reason);
+            let taken = worker.status().await["reason"].as_str().map(String::from);
+            (stored.as_deref() == Some(longest.as_str())
+                || taken.as_deref() == Some(longest.as_str()))
+            .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

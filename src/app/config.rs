@@ -75,6 +75,15 @@ impl WorkerConfig {
                 humantime::format_duration(self.lease_ttl)
             ));
         }
+        let reserve = crate::lifecycle::machine::force_reserve(self.grace);
+        if self.drain_delay >= self.grace.saturating_sub(reserve) {
+            return refuse(format!(
+                "--drain-delay ({}) must be shorter than --grace ({}) less the forced path's reserve ({}), or every shutdown is forced",
+                humantime::format_duration(self.drain_delay),
+                humantime::format_duration(self.grace),
+                humantime::format_duration(reserve)
+            ));
+        }
         if let Some(token) = &self.admin_token {
             if token.chars().count() < 16 {
                 return refuse("--admin-token must be at least 16 characters".into());

@@ -32,7 +32,7 @@ const LATE_WRITE_BUDGET: Duration = Duration::from_millis(150);
 const ABANDON_SETTLE: Duration = Duration::from_secs(1);
 /// The forced path starts this long before `--grace` ends, so that abandoning handlers and handing
 /// their leases back still happen inside `--grace`: a tenth of it, at most one second.
-fn force_reserve(grace: Duration) -> Duration {
+pub fn force_reserve(grace: Duration) -> Duration {
     (grace / 10).min(Duration::from_secs(1))
 }
 /// In `finish` mode, the share of `--grace` kept for checkpointing and handing back (at most 10 s).
