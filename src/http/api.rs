@@ -21,9 +21,7 @@ pub fn status_json(state: &HttpState) -> Value {
 
 /// The status JSON for a given machine status (with the current jobs and readiness).
 pub fn status_json_of(state: &HttpState, status: &crate::lifecycle::Status) -> Value {
-    let ready = status.phase == crate::lifecycle::Phase::Running
-        && state.machine.failed_task().is_none()
-        && state.health.is_up();
+    let ready = state.is_ready_in(status.phase);
     json!({
         "worker_id": state.worker_id,
         "name": state.worker_name,

@@ -46,7 +46,14 @@ pub struct HttpState {
 impl HttpState {
     /// Ready means: in `running`, no essential task failed, and the store reachable.
     pub fn is_ready(&self) -> bool {
-        self.machine.is_running() && self.health.is_up()
+        self.is_ready_in(self.machine.phase())
+    }
+
+    /// The readiness rule for a given phase (a status published a moment ago has its own).
+    pub fn is_ready_in(&self, phase: crate::model::Phase) -> bool {
+        phase == crate::model::Phase::Running
+            && self.machine.failed_task().is_none()
+            && self.health.is_up()
     }
 }
 

@@ -110,12 +110,6 @@ impl MachineHandle {
         self.failure.get().copied()
     }
 
-    /// Whether the worker takes new work: `running`, and no essential task has failed. (The store's
-    /// health is the caller's to add.)
-    pub fn is_running(&self) -> bool {
-        self.phase() == Phase::Running && self.failure.get().is_none()
-    }
-
     /// Watches the count of signals delivered (it changes with each one, after `stopped` too).
     pub fn signals(&self) -> watch::Receiver<u64> {
         self.signals.subscribe()
