@@ -1,7 +1,8 @@
 //! Every benchmark of the project on the real release binary, on both stores, printed as one
 //! markdown table (these are measurements, not timed tests). Run `scripts/bench`, or
 //! `cargo bench --bench lifecycle -- [sqlite|postgres] [SCENARIO...]` with scenarios
-//! throughput, claim, readiness, overhead, remote-drain, rescue, rss, scrape.
+//! throughput, throughput-low (default concurrency and 16), claim, readiness, overhead,
+//! remote-drain, rescue, rss, scrape.
 //! PostgreSQL: the local server (HANDOVER_TEST_POSTGRES, default postgres://postgres@127.0.0.1:5432/test),
 //! one fresh schema per scenario.
 
@@ -216,7 +217,9 @@ async fn completed_by(client: &reqwest::Client, workers: &[Worker]) -> f64 {
     total
 }
 
-async fn throughput(bench: &mut Bench, processes: usize) -> Row {
+/// `concurrency`: the `--concurrency` of each process, or None for the worker's default (one slot
+/// per core).
+async fn throughput(bench: &mut Bench, processes: usize, concurrency: Option<u32>) -> Row {
     let (url, store) = bench.fresh_store(&format!("throughput-{processes}")).await;
     let jobs: Vec<NewJob> = (0..NOOP_JOBS)
         .map(|_| NewJob::new("noop", json!({})))
@@ -235,8 +238,13 @@ async fn throughput(bench: &mut Bench, processes: usize) -> Row {
     }
     let started = Instant::now();
     let mut workers = Vec::new();
+    let slots = concurrency.map(|n| n.to_string());
+    let flags: Vec<&str> = match &slots {
+        Some(n) => vec!["--concurrency", n.as_str()],
+        None => vec![],
+    };
     for _ in 0..processes {
-        workers.push(bench.worker(&store, &url, &["--concurrency", "256"]).await);
+        workers.push(bench.worker(&store, &url, &flags).await);
     }
     // The workers count a completion once the store has confirmed it; asking them is cheap,
     // whereas counting 100k rows in the store every 100 ms would steal the database's CPU.
@@ -261,7 +269,8 @@ async fn throughput(bench: &mut Bench, processes: usize) -> Row {
     };
     bench.row(
         format!(
-            "no-op throughput, {processes} process(es), 100k jobs (submit {submit_rate:.0} jobs/s)"
+            "no-op throughput, {processes} process(es), concurrency {}, 100k jobs (submit {submit_rate:.0} jobs/s)",
+            slots.as_deref().unwrap_or("default")
         ),
         format!("{rate:.0} jobs/s"),
         target,
@@ -567,8 +576,12 @@ async fn main() {
             schemas: Vec::new(),
         };
         if wants("throughput") {
-            rows.push(throughput(&mut bench, 1).await);
-            rows.push(throughput(&mut bench, 4).await);
+            rows.push(throughput(&mut bench, 1, Some(256)).await);
+            rows.push(throughput(&mut bench, 4, Some(256)).await);
+        }
+        if wants("throughput-low") {
+            rows.push(throughput(&mut bench, 1, None).await);
+            rows.push(throughput(&mut bench, 1, Some(16)).await);
         }
         if wants("claim") {
             rows.push(claim_latency(&mut bench).await);

@@ -532,3 +532,47 @@ async fn a_worker_declared_dead_during_its_drain_finishes_it_without_coming_back
     assert_eq!(store.worker_row(&draining.id).await.phase, Phase::Stopped);
     assert_completed_once_by(&store, job_id, &spec, &rescuer.id).await;
 }
+
+/// Slots are freed when a handler returns, so at any moment completions may be waiting for their
+/// commit: a SIGTERM in the middle of a stream of short jobs must commit every one of them (or hand
+/// the job back), never leave one `running`, and never complete one twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_waiting_for_their_commit_at_sigterm_are_all_written() {
+    let store = TestStore::new().await;
+    let jobs: Vec<NewJob> = (0..20_000)
+        .map(|_| NewJob::new("noop", json!({})))
+        .collect();
+    store.store.submit(&jobs).await.unwrap();
+    let mut worker = WorkerProcess::start(&store, &[("--concurrency", "16")]).await;
+    wait_for("jobs to be completing", Duration::from_secs(20), || async {
+        let counts = store.store.count_jobs().await.unwrap();
+        let completed = counts
+            .iter()
+            .find(|(status, _)| *status == JobStatus::Completed)
+            .map_or(0, |(_, n)| *n);
+        (completed >= 200).then_some(())
+    })
+    .await;
+    worker.signal(Signal::SIGTERM);
+    let status = worker.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", worker.log());
+    let all = store.all_jobs().await;
+    let running: Vec<_> = all
+        .iter()
+        .filter(|j| j.status == JobStatus::Running)
+        .collect();
+    assert!(running.is_empty(), "left running: {running:?}");
+    let completed = all
+        .iter()
+        .filter(|j| j.status == JobStatus::Completed)
+        .count();
+    assert!((200..20_000).contains(&completed), "{completed} completed");
+    let pending = all
+        .iter()
+        .filter(|j| j.status == JobStatus::Pending)
+        .count();
+    assert_eq!(completed + pending, 20_000);
+    let audit = store.store.completion_counts().await.unwrap();
+    assert_eq!(audit.len(), completed);
+    assert!(audit.iter().all(|(_, n)| *n == 1), "a job completed twice");
+}

@@ -25,7 +25,7 @@ use crate::worker::completer::{Completer, CompletionWriter};
 use crate::worker::health::StoreHealth;
 use crate::worker::heartbeat::Heartbeat;
 use crate::worker::rescuer::Rescuer;
-use crate::worker::runner::Runner;
+use crate::worker::runner::{backlog_size, Runner};
 use crate::worker::store_events::{relay_store_events, report_phases};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -121,6 +121,9 @@ impl App {
             health: health.clone(),
             checkpoint_request: checkpoint_request.clone(),
             forced: forced.clone(),
+            backlog: Arc::new(tokio::sync::Semaphore::new(backlog_size(
+                config.concurrency,
+            ))),
         });
         let (machine, handle) = PhaseMachine::new(
             WorkerParts {

@@ -1,5 +1,10 @@
 //! Runs one claimed job: the handler in its own task, then the one fenced write that ends the
 //! attempt (complete, fail, hand back) — or nothing at all when the lease was lost.
+//!
+//! The job's slot is freed as soon as its handler returns: the final write no longer holds up the
+//! next job. What bounds those writes is [`Runner::backlog`]; until the write commits the job stays
+//! held (its lease renewed, a drain waits for it), so a crash before the commit runs it again from
+//! its checkpoint — at least once, as before — and the fence keeps the completion at most once.
 
 use super::completer::Completer;
 use super::health::StoreHealth;
@@ -12,7 +17,7 @@ use crate::telemetry::Metrics;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -28,6 +33,14 @@ pub struct Runner {
     pub checkpoint_request: CancellationToken,
     /// Cancelled on the forced path: handlers are abandoned and their leases left to the machine.
     pub forced: CancellationToken,
+    /// Final writes (completions, failures, hand-backs) not yet committed after their slot was
+    /// freed: at most this many; beyond it a returned handler keeps its slot until one commits.
+    pub backlog: Arc<Semaphore>,
+}
+
+/// How many final writes may wait for their commit with their slots already freed.
+pub fn backlog_size(concurrency: usize) -> usize {
+    concurrency.saturating_mul(4).clamp(64, 1024)
 }
 
 /// A job that hands itself back outside a shutdown (exec exit 75) is claimable again only after
@@ -73,12 +86,11 @@ impl Runner {
                 outcome = tracing::field::Empty,
                 checkpoints = tracing::field::Empty,
             );
-            self.run(job, abandon).instrument(span).await;
-            drop(slot);
+            self.run(job, abandon, slot).instrument(span).await;
         }
     }
 
-    async fn run(&self, job: ClaimedJob, abandon: CancellationToken) {
+    async fn run(&self, job: ClaimedJob, abandon: CancellationToken, slot: OwnedSemaphorePermit) {
         let lease = job.lease.clone();
         let kind = job.kind.clone();
         let started = Instant::now();
@@ -111,8 +123,13 @@ impl Runner {
             _ = abandon.cancelled() => Ending::LeaseLost,
             _ = self.forced.cancelled() => Ending::Forced,
         };
+        // Held until the final write commits: the backlog's share once the slot is freed.
+        let mut _writing = None;
         if matches!(ending, Ending::Returned(_)) {
             self.jobs.handler_returned(job_id);
+            // The slot goes to the next job now, unless too many writes are already waiting.
+            _writing = self.backlog.clone().acquire_owned().await.ok();
+            drop(slot);
         } else {
             // Tell the handler to stop now and give it a moment to clean up (an exec job kills its
             // process group and waits for it to exit); a handler that does not listen is dropped.
