@@ -220,7 +220,12 @@ async fn completed_by(client: &reqwest::Client, workers: &[Worker]) -> f64 {
 /// `concurrency`: the `--concurrency` of each process, or None for the worker's default (one slot
 /// per core).
 async fn throughput(bench: &mut Bench, processes: usize, concurrency: Option<u32>) -> Row {
-    let (url, store) = bench.fresh_store(&format!("throughput-{processes}")).await;
+    let slots = concurrency.map(|n| n.to_string());
+    let name = format!(
+        "throughput-{processes}-{}",
+        slots.as_deref().unwrap_or("default")
+    );
+    let (url, store) = bench.fresh_store(&name).await;
     let jobs: Vec<NewJob> = (0..NOOP_JOBS)
         .map(|_| NewJob::new("noop", json!({})))
         .collect();
@@ -238,7 +243,6 @@ async fn throughput(bench: &mut Bench, processes: usize, concurrency: Option<u32
     }
     let started = Instant::now();
     let mut workers = Vec::new();
-    let slots = concurrency.map(|n| n.to_string());
     let flags: Vec<&str> = match &slots {
         Some(n) => vec!["--concurrency", n.as_str()],
         None => vec![],
