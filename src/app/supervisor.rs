@@ -76,11 +76,6 @@ impl Supervisor {
         std::future::pending::<()>().await
     }
 
-    /// The essential tasks that have failed so far.
-    pub fn failed(&self) -> &[Task] {
-        &self.failed
-    }
-
     /// Cancels `root` (every task's token descends from it), joins every task within `budget`,
     /// aborts any still running then, and returns the tasks that failed over the whole run.
     pub async fn shut_down(mut self, root: &CancellationToken, budget: Duration) -> Vec<Task> {
