@@ -347,6 +347,7 @@
     if (!table || !table.tBodies.length) return;
     var jobs = Array.isArray(s.in_flight) ? s.in_flight : [];
     setText($('in-flight-count'), jobs.length);
+    if (typeof s.held === 'number') setText($('held-count'), s.held);
     var rows = jobs.map(function (j) {
       var tr = el('tr');
       tr.setAttribute('data-job-id', String(j.job_id));

@@ -288,7 +288,10 @@ impl Rig {
             calls: Mutex::new(Vec::new()),
         });
         let metrics = Arc::new(Metrics::new(&[KIND.to_string()]));
-        let jobs = Arc::new(InFlight::new(metrics.jobs_in_flight.clone()));
+        let jobs = Arc::new(InFlight::new(
+            metrics.jobs_in_flight.clone(),
+            metrics.jobs_held.clone(),
+        ));
         let (checkpoint_request, forced) = (CancellationToken::new(), CancellationToken::new());
         let parts = WorkerParts {
             worker_id: WORKER_ID.to_string(),

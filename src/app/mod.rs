@@ -24,6 +24,7 @@ use crate::worker::claim::ClaimLoop;
 use crate::worker::completer::{Completer, CompletionWriter};
 use crate::worker::health::StoreHealth;
 use crate::worker::heartbeat::Heartbeat;
+use crate::worker::prefetch::{Pace, Slots};
 use crate::worker::rescuer::Rescuer;
 use crate::worker::runner::{backlog_size, Runner};
 use crate::worker::store_events::{relay_store_events, report_phases};
@@ -92,7 +93,11 @@ impl App {
         let kinds = handlers.kinds();
         let metrics = Arc::new(Metrics::new(&kinds));
         let health = Arc::new(StoreHealth::new(metrics.store_up.clone()));
-        let jobs = Arc::new(InFlight::new(metrics.jobs_in_flight.clone()));
+        let jobs = Arc::new(InFlight::new(
+            metrics.jobs_in_flight.clone(),
+            metrics.jobs_held.clone(),
+        ));
+        let pace = Arc::new(Pace::new(config.concurrency));
         let claims = Arc::new(ClaimControl::default());
         let root = CancellationToken::new();
         let background = root.child_token();
@@ -124,6 +129,7 @@ impl App {
             backlog: Arc::new(tokio::sync::Semaphore::new(backlog_size(
                 config.concurrency,
             ))),
+            pace: pace.clone(),
         });
         let (machine, handle) = PhaseMachine::new(
             WorkerParts {
@@ -337,7 +343,8 @@ impl App {
                 store: self.store.clone(),
                 worker_id: self.worker_id.clone(),
                 kinds: self.kinds.clone(),
-                concurrency: self.config.concurrency,
+                slots: Arc::new(Slots::new(self.config.concurrency)),
+                pace: self.runner.pace.clone(),
                 lease_ttl: self.config.lease_ttl,
                 poll_interval: self.config.poll_interval,
                 control: self.claims.clone(),

@@ -39,6 +39,7 @@ pub fn status_json_of(state: &HttpState, status: &crate::lifecycle::Status) -> V
         "outcome": status.outcome,
         "phases": status.phases,
         "in_flight": state.jobs.views(),
+        "held": state.jobs.held(),
         "now": chrono::Utc::now(),
     })
 }

@@ -49,7 +49,13 @@ pub async fn worker(
     let in_flight = state.jobs.views();
     render(WorkerPage {
         chrome: chrome(&state, &caller, "Worker", "worker"),
-        status: views::status_view(&status, state.is_ready(), state.health.is_up(), &in_flight),
+        status: views::status_view(
+            &status,
+            state.is_ready(),
+            state.health.is_up(),
+            &in_flight,
+            state.jobs.held(),
+        ),
         status_json: views::embeddable_json(&status_json(&state)),
     })
 }

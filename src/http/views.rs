@@ -39,6 +39,8 @@ pub struct StatusView {
     pub outcome: Option<String>,
     pub phases: Vec<PhaseView>,
     pub in_flight: Vec<InFlightJobView>,
+    /// Jobs claimed ahead, waiting for a slot.
+    pub held: usize,
 }
 
 pub struct PhaseView {
@@ -160,6 +162,7 @@ pub fn status_view(
     ready: bool,
     store_up: bool,
     in_flight: &[InFlightView],
+    held: usize,
 ) -> StatusView {
     let current = status.phases.len().saturating_sub(1);
     StatusView {
@@ -185,6 +188,7 @@ pub fn status_view(
                 current: index == current && status.phase != Phase::Stopped,
             })
             .collect(),
+        held,
         in_flight: in_flight
             .iter()
             .map(|job| InFlightJobView {

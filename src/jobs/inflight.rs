@@ -1,22 +1,27 @@
-//! The jobs this worker holds a lease on: who is running, who is parked waiting to be handed back,
-//! each one's last checkpoint, and the tasks that run them. Shared by the claim loop, the runner,
-//! the heartbeat, the machine and the pages.
+//! The jobs this worker holds a lease on: who is held (claimed ahead, waiting for a slot), who is
+//! running, who is parked waiting to be handed back, each one's last checkpoint, and the tasks that
+//! run them. Shared by the claim loop, the runner, the heartbeat, the machine and the pages.
 
+use crate::model::ClaimedJob;
 use crate::store::{JobId, Lease};
 use chrono::{DateTime, Utc};
 use prometheus::IntGauge;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
+    /// Claimed ahead and leased, waiting for a free slot: no handler has seen it yet.
+    Held,
     /// The handler is working.
     Running,
     /// The handler stopped at a checkpoint; the lease is held until the machine hands it back.
@@ -26,6 +31,9 @@ pub enum JobState {
 }
 
 struct Entry {
+    /// The claimed job itself while it is held; taken when it starts.
+    job: Option<ClaimedJob>,
+    held_since: Instant,
     lease: Lease,
     kind: String,
     attempt: i32,
@@ -40,7 +48,7 @@ struct Entry {
     handler_returned: bool,
 }
 
-/// A held job as shown by the status API and pages.
+/// A started job as shown by the status API and pages.
 #[derive(Clone, Debug, Serialize)]
 pub struct InFlightView {
     pub job_id: JobId,
@@ -54,54 +62,164 @@ pub struct InFlightView {
     pub state: JobState,
 }
 
-/// A held job taken out of the registry to be handed back.
+/// A leased job taken out of the registry to be handed back.
 #[derive(Clone, Debug)]
-pub struct HeldJob {
+pub struct LeasedJob {
     pub lease: Lease,
     pub kind: String,
     pub state: JobState,
 }
 
+#[derive(Default)]
+struct Entries {
+    by_id: BTreeMap<JobId, Entry>,
+    /// Held jobs in claim order (the store's priority order): the next to start is at the front.
+    waiting: VecDeque<JobId>,
+}
+
 pub struct InFlight {
-    entries: Mutex<BTreeMap<JobId, Entry>>,
-    /// Jobs held.
+    entries: Mutex<Entries>,
+    /// Jobs leased (held or started).
+    leased: watch::Sender<usize>,
+    /// Jobs held: claimed ahead, not started.
     held: watch::Sender<usize>,
     /// One task per attempt, from its claim to its final write.
     tasks: TaskTracker,
     /// Bumped on every change (claims, checkpoints, ends): what live pages follow.
     version: watch::Sender<u64>,
-    gauge: IntGauge,
+    /// `handover_jobs_in_flight`: started jobs.
+    in_flight_gauge: IntGauge,
+    /// `handover_jobs_held`.
+    held_gauge: IntGauge,
 }
 
 impl InFlight {
-    pub fn new(gauge: IntGauge) -> Self {
+    pub fn new(in_flight_gauge: IntGauge, held_gauge: IntGauge) -> Self {
         InFlight {
-            entries: Mutex::new(BTreeMap::new()),
+            entries: Mutex::new(Entries::default()),
+            leased: watch::channel(0).0,
             held: watch::channel(0).0,
             tasks: TaskTracker::new(),
             version: watch::channel(0).0,
-            gauge,
+            in_flight_gauge,
+            held_gauge,
         }
     }
 
     /// Reads the registry (no change is signalled).
     fn read<T>(&self, f: impl FnOnce(&BTreeMap<JobId, Entry>) -> T) -> T {
-        f(&self.entries.lock().unwrap_or_else(|e| e.into_inner()))
+        f(&self.entries.lock().unwrap_or_else(|e| e.into_inner()).by_id)
     }
 
-    /// Changes the registry and signals the change to the gauge, the counts and live pages.
+    /// Changes the started jobs and signals the change to the gauges, the counts and live pages.
     fn with_entries<T>(&self, f: impl FnOnce(&mut BTreeMap<JobId, Entry>) -> T) -> T {
+        self.with_all(|all| f(&mut all.by_id))
+    }
+
+    /// Changes the registry, held jobs included, and signals the change.
+    fn with_all<T>(&self, f: impl FnOnce(&mut Entries) -> T) -> T {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let result = f(&mut entries);
-        self.gauge.set(entries.len() as i64);
+        let leased = entries.by_id.len();
+        let held = entries.waiting.len();
+        self.in_flight_gauge.set((leased - held) as i64);
+        self.held_gauge.set(held as i64);
         self.version.send_modify(|v| *v += 1);
-        let held = entries.len();
+        self.leased
+            .send_if_modified(|count| std::mem::replace(count, leased) != leased);
         self.held
             .send_if_modified(|count| std::mem::replace(count, held) != held);
         result
     }
 
-    /// Registers a newly claimed job; returns the token that abandons it.
+    /// Registers a job claimed ahead: leased (its lease renews with the others) but not started.
+    pub fn hold(&self, job: ClaimedJob, progress: Option<f64>) {
+        let entry = Entry {
+            lease: job.lease.clone(),
+            kind: job.kind.clone(),
+            attempt: job.attempt,
+            started_at: Utc::now(),
+            checkpoint: job.checkpoint.clone(),
+            progress,
+            state: JobState::Held,
+            abandon: CancellationToken::new(),
+            checkpoints_saved: 0,
+            handler_returned: false,
+            held_since: Instant::now(),
+            job: Some(job),
+        };
+        self.with_all(|all| {
+            all.waiting.push_back(entry.lease.job_id);
+            all.by_id.insert(entry.lease.job_id, entry);
+        });
+    }
+
+    /// Starts the longest-held job: it becomes running and its claimed job and abandon token are
+    /// returned. A held job whose lease the heartbeat found lost is dropped on the way.
+    pub fn start_next(&self) -> Option<(ClaimedJob, CancellationToken)> {
+        self.with_all(|all| {
+            while let Some(job_id) = all.waiting.pop_front() {
+                let Some(entry) = all.by_id.get_mut(&job_id) else {
+                    continue;
+                };
+                if entry.abandon.is_cancelled() {
+                    all.by_id.remove(&job_id);
+                    continue;
+                }
+                let job = entry.job.take()?;
+                entry.state = JobState::Running;
+                entry.started_at = Utc::now();
+                return Some((job, entry.abandon.clone()));
+            }
+            None
+        })
+    }
+
+    /// Takes every held job out of the registry (to hand them back).
+    pub fn take_held(&self) -> Vec<LeasedJob> {
+        self.take_held_while(|_| true)
+    }
+
+    /// Takes out the held jobs that have waited longer than `bound` for a slot.
+    pub fn take_held_longer_than(&self, bound: Duration) -> Vec<LeasedJob> {
+        self.take_held_while(|entry| entry.held_since.elapsed() > bound)
+    }
+
+    /// Takes held jobs from the front of the queue (the oldest first) while `take` says so.
+    fn take_held_while(&self, take: impl Fn(&Entry) -> bool) -> Vec<LeasedJob> {
+        if self.held() == 0 {
+            return Vec::new();
+        }
+        self.with_all(|all| {
+            let mut taken = Vec::new();
+            while let Some(&job_id) = all.waiting.front() {
+                if all.by_id.get(&job_id).is_some_and(|entry| !take(entry)) {
+                    break;
+                }
+                all.waiting.pop_front();
+                if let Some(entry) = all.by_id.remove(&job_id) {
+                    taken.push(LeasedJob {
+                        lease: entry.lease,
+                        kind: entry.kind,
+                        state: entry.state,
+                    });
+                }
+            }
+            taken
+        })
+    }
+
+    /// Jobs held: claimed ahead, not started.
+    pub fn held(&self) -> usize {
+        *self.held.borrow()
+    }
+
+    /// Follows the number of held jobs.
+    pub fn subscribe_held(&self) -> watch::Receiver<usize> {
+        self.held.subscribe()
+    }
+
+    /// Registers a job that starts at once (no time held); returns the token that abandons it.
     pub fn insert(
         &self,
         lease: Lease,
@@ -112,6 +230,8 @@ impl InFlight {
     ) -> CancellationToken {
         let abandon = CancellationToken::new();
         let entry = Entry {
+            job: None,
+            held_since: Instant::now(),
             lease: lease.clone(),
             kind: kind.to_string(),
             attempt,
@@ -160,6 +280,7 @@ impl InFlight {
             .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .by_id
             .get_mut(&job_id)
         {
             entry.handler_returned = true;
@@ -180,11 +301,12 @@ impl InFlight {
         })
     }
 
-    /// The leases currently held.
+    /// Every lease this worker holds, held jobs included (the heartbeat renews them all).
     pub fn leases(&self) -> Vec<Lease> {
         self.read(|entries| entries.values().map(|e| e.lease.clone()).collect())
     }
 
+    /// Jobs leased, held or started.
     pub fn len(&self) -> usize {
         self.read(|entries| entries.len())
     }
@@ -193,10 +315,12 @@ impl InFlight {
         self.len() == 0
     }
 
+    /// The started jobs (held ones are only counted, by [`InFlight::held`]).
     pub fn views(&self) -> Vec<InFlightView> {
         self.read(|entries| {
             entries
                 .values()
+                .filter(|e| e.state != JobState::Held)
                 .map(|e| InFlightView {
                     job_id: e.lease.job_id,
                     kind: e.kind.clone(),
@@ -211,12 +335,13 @@ impl InFlight {
         })
     }
 
-    /// Removes and returns every held job (for the releasing phase).
-    pub fn take_all(&self) -> Vec<HeldJob> {
-        self.with_entries(|entries| {
-            std::mem::take(entries)
+    /// Removes and returns every leased job (for the releasing phase).
+    pub fn take_all(&self) -> Vec<LeasedJob> {
+        self.with_all(|all| {
+            all.waiting.clear();
+            std::mem::take(&mut all.by_id)
                 .into_values()
-                .map(|e| HeldJob {
+                .map(|e| LeasedJob {
                     lease: e.lease,
                     kind: e.kind,
                     state: e.state,
@@ -242,10 +367,10 @@ impl InFlight {
         self.tasks.wait().await;
     }
 
-    /// Resolves when no job is held at all.
+    /// Resolves when no job is leased at all.
     pub async fn wait_until_empty(&self) {
-        let mut receiver = self.held.subscribe();
-        let _ = receiver.wait_for(|held| *held == 0).await;
+        let mut receiver = self.leased.subscribe();
+        let _ = receiver.wait_for(|leased| *leased == 0).await;
     }
 }
 
@@ -253,8 +378,15 @@ impl InFlight {
 mod tests {
     use super::*;
 
+    fn gauged() -> InFlight {
+        InFlight::new(
+            IntGauge::new("in_flight", "started jobs").unwrap(),
+            IntGauge::new("held", "held jobs").unwrap(),
+        )
+    }
+
     fn registry_with_one_job() -> (InFlight, Lease, CancellationToken) {
-        let jobs = InFlight::new(IntGauge::new("held", "held jobs").unwrap());
+        let jobs = gauged();
         let lease = Lease {
             job_id: 7,
             owner: "worker-a".into(),

@@ -1,4 +1,5 @@
-//! The switch the phase machine flips to stop and restart claiming; the claim loop obeys it.
+//! The switch the phase machine flips to stop and restart claiming and starting held jobs; the
+//! claim loop obeys it.
 
 use tokio::sync::{watch, Mutex, MutexGuard};
 
@@ -7,6 +8,8 @@ pub struct ClaimControl {
     /// Held by the claim loop from the moment it decides to claim until the claimed jobs are
     /// registered.
     in_progress: Mutex<()>,
+    /// Held by the claim loop while it starts a held job (until its attempt task is registered).
+    starting: Mutex<()>,
 }
 
 impl Default for ClaimControl {
@@ -14,15 +17,18 @@ impl Default for ClaimControl {
         ClaimControl {
             allowed: watch::channel(false).0,
             in_progress: Mutex::new(()),
+            starting: Mutex::new(()),
         }
     }
 }
 
 impl ClaimControl {
-    /// Stops claiming; returns once no claim is in progress, so every claimed job is registered.
+    /// Stops claiming and starting held jobs; returns once no claim or start is in progress, so
+    /// every claimed job is registered and every started one has its attempt task.
     pub async fn pause(&self) {
         self.allowed.send_replace(false);
         drop(self.in_progress.lock().await);
+        drop(self.starting.lock().await);
     }
 
     pub fn resume(&self) {
@@ -42,5 +48,12 @@ impl ClaimControl {
     /// pausing machine waits for it.
     pub async fn claiming(&self) -> MutexGuard<'_, ()> {
         self.in_progress.lock().await
+    }
+
+    /// Marks a held job being started until the guard is dropped (after its attempt task is
+    /// registered); a pausing machine waits for it. Separate from [`ClaimControl::claiming`], so
+    /// a claim's round trip never holds up a start.
+    pub async fn starting(&self) -> MutexGuard<'_, ()> {
+        self.starting.lock().await
     }
 }

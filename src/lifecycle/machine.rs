@@ -8,7 +8,7 @@
 use super::claims::ClaimControl;
 use super::handle::{CancelRefused, Command, DrainAnswer, DrainOrder, MachineHandle};
 use super::status::{LivedPhase, Status};
-use crate::jobs::inflight::{HeldJob, InFlight, JobState};
+use crate::jobs::inflight::{InFlight, JobState, LeasedJob};
 use crate::model::{JobId, Lease, Mode, Outcome, Phase, ReleaseReason, ShutdownRecord, Task};
 use crate::store::{SharedStore, StoreError, StoreResult};
 use crate::telemetry::events::{JobReleased, PhaseEnded, PhaseEntered, ShutdownEnded};
@@ -125,7 +125,7 @@ pub struct PhaseMachine {
     drain: Option<ActiveDrain>,
     outcome: Outcome,
     /// Jobs taken out of the registry to be handed back.
-    to_release: Vec<HeldJob>,
+    to_release: Vec<LeasedJob>,
     jobs_released: i64,
     forced_jobs: Vec<JobId>,
     /// Shutdown writes the store never took.
@@ -403,8 +403,10 @@ impl PhaseMachine {
         }
     }
 
-    /// `draining`: claims are paused; wait out `--drain-delay`, and in `finish` mode let jobs finish.
+    /// `draining`: claims are paused; hand the held jobs (claimed ahead, never started) back,
+    /// wait out `--drain-delay`, and in `finish` mode let the started jobs finish.
     async fn draining(&mut self) -> Result<(), Interruption> {
+        self.hand_back_held().await?;
         self.wait(tokio::time::sleep(self.settings.drain_delay))
             .await?;
         if self.drain().order.mode == Mode::Finish {
@@ -421,6 +423,30 @@ impl PhaseMachine {
             .await?;
         }
         Ok(())
+    }
+
+    /// Hands every held job back, free, in one write. Commands wait meanwhile (the write is short);
+    /// a cancel that arrives is answered afterwards, with the claiming resumed.
+    async fn hand_back_held(&mut self) -> Result<(), Interruption> {
+        let held = self.parts.jobs.take_held();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let leases: Vec<Lease> = held.iter().map(|j| j.lease.clone()).collect();
+        let store = self.parts.store.clone();
+        let force_at = self.drain().force_at;
+        match tokio::time::timeout_at(force_at, release_until_written(store, leases)).await {
+            Ok(applied) => {
+                tracing::info!(held = held.len(), "held jobs handed back");
+                self.count_releases(&held, applied, ReleaseReason::Prefetch);
+                Ok(())
+            }
+            Err(_) => {
+                // The forced path hands them back with the rest.
+                self.to_release = held;
+                Err(Interruption::Force(ForceReason::Deadline))
+            }
+        }
     }
 
     /// `checkpointing`: ask every handler to stop at its next checkpoint and wait for all of them.
@@ -460,7 +486,7 @@ impl PhaseMachine {
 
     fn count_releases(
         &mut self,
-        held: &[HeldJob],
+        held: &[LeasedJob],
         applied: StoreResult<Vec<bool>>,
         reason: ReleaseReason,
     ) {
@@ -469,8 +495,12 @@ impl PhaseMachine {
                 for (job, released) in held.iter().zip(flags) {
                     let reason = if released {
                         self.jobs_released += 1;
-                        reason
-                    } else if job.state == JobState::Parked {
+                        if job.state == JobState::Held {
+                            ReleaseReason::Prefetch
+                        } else {
+                            reason
+                        }
+                    } else if matches!(job.state, JobState::Parked | JobState::Held) {
                         // Nothing of ours was writing it: another worker took it.
                         ReleaseReason::LeaseLost
                     } else {

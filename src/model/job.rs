@@ -105,6 +105,9 @@ wire_enum!(
         LeaseLost => "lease_lost",
         /// The handler itself asked to be resumed later (exec exit 75) outside a shutdown.
         Yielded => "yielded",
+        /// Claimed ahead but never started: handed back by a drain (first thing, in
+        /// `draining`), or after waiting too long for a slot. No attempt is counted.
+        Prefetch => "prefetch",
     }
 );
 

@@ -40,6 +40,7 @@ pub struct Metrics {
     pub jobs_released: IntCounterVec,
     pub jobs_rescued: IntCounter,
     pub jobs_in_flight: IntGauge,
+    pub jobs_held: IntGauge,
     pub job_duration: HistogramVec,
     pub checkpoints: IntCounterVec,
     pub checkpoint_duration: Histogram,
@@ -157,7 +158,15 @@ impl Metrics {
             r,
             IntGauge::new(
                 "handover_jobs_in_flight",
-                "Jobs this worker holds a lease on.",
+                "Jobs started on this worker whose attempt has not ended (held jobs not included).",
+            )
+            .unwrap(),
+        );
+        let jobs_held = registered(
+            r,
+            IntGauge::new(
+                "handover_jobs_held",
+                "Jobs claimed ahead and leased by this worker, waiting for a free slot.",
             )
             .unwrap(),
         );
@@ -244,6 +253,7 @@ impl Metrics {
             jobs_released,
             jobs_rescued,
             jobs_in_flight,
+            jobs_held,
             job_duration,
             checkpoints,
             checkpoint_duration,
@@ -356,6 +366,7 @@ mod tests {
             "handover_jobs_released_total",
             "handover_jobs_rescued_total",
             "handover_jobs_in_flight",
+            "handover_jobs_held",
             "handover_job_duration_seconds",
             "handover_checkpoints_total",
             "handover_checkpoint_duration_seconds",

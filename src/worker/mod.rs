@@ -6,6 +6,7 @@ pub mod claim;
 pub mod completer;
 pub mod health;
 pub mod heartbeat;
+pub mod prefetch;
 pub mod rescuer;
 pub mod runner;
 pub mod store_events;

@@ -8,6 +8,7 @@
 
 use super::completer::Completer;
 use super::health::StoreHealth;
+use super::prefetch::{Pace, Slot};
 use crate::jobs::inflight::{InFlight, JobState};
 use crate::jobs::{JobContext, JobError, JobOutcome, Registry};
 use crate::model::{ClaimedJob, FailOutcome, Lease};
@@ -17,7 +18,7 @@ use crate::telemetry::Metrics;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -36,6 +37,8 @@ pub struct Runner {
     /// Final writes (completions, failures, hand-backs) not yet committed after their slot was
     /// freed: at most this many; beyond it a returned handler keeps its slot until one commits.
     pub backlog: Arc<Semaphore>,
+    /// Learns how long handlers take, to size the held jobs.
+    pub pace: Arc<Pace>,
 }
 
 /// How many final writes may wait for their commit with their slots already freed.
@@ -58,39 +61,31 @@ enum Ending {
 }
 
 impl Runner {
-    /// Registers the job as held (synchronously) and returns the future that runs it.
-    pub fn start(
-        self: Arc<Self>,
-        job: ClaimedJob,
-        slot: OwnedSemaphorePermit,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    /// Registers a claimed job as held: leased, waiting for a slot.
+    pub fn hold(&self, job: ClaimedJob) {
         let progress = match (self.handlers.get(&job.kind), &job.checkpoint) {
             (Some(handler), Some(checkpoint)) => handler.progress(&job.payload, checkpoint),
             _ => None,
         };
-        let abandon = self.jobs.insert(
-            job.lease.clone(),
-            &job.kind,
-            job.attempt,
-            job.checkpoint.clone(),
-            progress,
-        );
-        async move {
-            let span = tracing::info_span!(
-                "job",
-                otel.name = "job.attempt",
-                job_id = job.lease.job_id,
-                kind = %job.kind,
-                attempt = job.attempt,
-                epoch = job.lease.epoch,
-                outcome = tracing::field::Empty,
-                checkpoints = tracing::field::Empty,
-            );
-            self.run(job, abandon, slot).instrument(span).await;
-        }
+        self.jobs.hold(job, progress);
     }
 
-    async fn run(&self, job: ClaimedJob, abandon: CancellationToken, slot: OwnedSemaphorePermit) {
+    /// Runs a job just taken from the held ones (see [`InFlight::start_next`]), in its span.
+    pub async fn start(self: Arc<Self>, job: ClaimedJob, abandon: CancellationToken, slot: Slot) {
+        let span = tracing::info_span!(
+            "job",
+            otel.name = "job.attempt",
+            job_id = job.lease.job_id,
+            kind = %job.kind,
+            attempt = job.attempt,
+            epoch = job.lease.epoch,
+            outcome = tracing::field::Empty,
+            checkpoints = tracing::field::Empty,
+        );
+        self.run(job, abandon, slot).instrument(span).await;
+    }
+
+    async fn run(&self, job: ClaimedJob, abandon: CancellationToken, slot: Slot) {
         let lease = job.lease.clone();
         let kind = job.kind.clone();
         let started = Instant::now();
@@ -110,6 +105,8 @@ impl Runner {
             self.checkpoint_request.clone(),
             abandon.clone(),
         );
+        // What the submit → start benchmark times (RUST_LOG=handover::worker::runner=debug).
+        tracing::debug!("attempt started");
         let mut task = tokio::spawn(async move { handler.run(ctx).await }.in_current_span());
         let job_id = lease.job_id;
         let ending = tokio::select! {
@@ -127,6 +124,7 @@ impl Runner {
         let mut _writing = None;
         if matches!(ending, Ending::Returned(_)) {
             self.jobs.handler_returned(job_id);
+            self.pace.handler_returned(started.elapsed());
             // The slot goes to the next job now, unless too many writes are already waiting.
             _writing = self.backlog.clone().acquire_owned().await.ok();
             drop(slot);
