@@ -26,8 +26,9 @@ const CLAIM_LINGER: Duration = Duration::from_millis(1);
 const GIVE_UP_AFTER: u32 = 10;
 /// With jobs held, how often to look for ones that waited too long.
 const STALE_CHECK: Duration = Duration::from_millis(250);
-/// How long handing back stale held jobs may take before their leases are left to expire.
-const HAND_BACK_BUDGET: Duration = Duration::from_secs(5);
+/// How long handing back stale held jobs may take (a drain waits for it) before their leases are
+/// left to expire.
+const HAND_BACK_BUDGET: Duration = Duration::from_secs(1);
 
 pub struct ClaimLoop {
     pub store: SharedStore,
@@ -70,21 +71,26 @@ impl ClaimLoop {
                 _ = self.stop.cancelled() => return,
             };
             if !*allowed.borrow_and_update() {
-                drop(slot);
+                slot.unused();
                 tokio::select! {
                     _ = allowed.changed() => continue,
                     _ = self.stop.cancelled() => return,
                 }
             }
             let gate = self.control.starting().await;
-            if !self.control.is_allowed() {
-                continue;
-            }
-            if let Some((job, abandon)) = self.runner.jobs.start_next() {
-                // Spawned before the gate opens, so a pausing machine waits for this attempt.
-                self.runner
-                    .jobs
-                    .spawn(self.runner.clone().start(job, abandon, slot));
+            let next = if self.control.is_allowed() {
+                self.runner.jobs.start_next()
+            } else {
+                None
+            };
+            match next {
+                Some((job, abandon)) => {
+                    // Spawned before the gate opens, so a pausing machine waits for this attempt.
+                    self.runner
+                        .jobs
+                        .spawn(self.runner.clone().start(job, abandon, slot));
+                }
+                _ => slot.unused(),
             }
             drop(gate);
         }
@@ -209,7 +215,7 @@ impl ClaimLoop {
 /// Hands held jobs back to `pending`, free (no attempt counted), retrying while the store is
 /// unreachable for up to `budget`; jobs whose hand-back never lands are rescued when their lease
 /// expires. Returns how many were handed back.
-pub async fn hand_back_held(
+async fn hand_back_held(
     store: &SharedStore,
     metrics: &Metrics,
     held: &[LeasedJob],

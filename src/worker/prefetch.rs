@@ -36,12 +36,22 @@ pub struct Slots {
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
     freed: Arc<Notify>,
-    pace: Arc<Pace>,
+    /// Told when the slot frees, unless no job ever ran in it.
+    pace: Option<Arc<Pace>>,
+}
+
+impl Slot {
+    /// Gives the slot back without a job having run in it (what [`Pace`] learns nothing from).
+    pub fn unused(mut self) {
+        self.pace = None;
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.pace.slot_freed();
+        if let Some(pace) = &self.pace {
+            pace.slot_freed();
+        }
         self.freed.notify_one();
     }
 }
@@ -66,7 +76,7 @@ impl Slots {
         Slot {
             _permit: permit,
             freed: self.freed.clone(),
-            pace: pace.clone(),
+            pace: Some(pace.clone()),
         }
     }
 

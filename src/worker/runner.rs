@@ -43,7 +43,7 @@ pub struct Runner {
 
 /// How many final writes may wait for their commit with their slots already freed.
 pub fn backlog_size(concurrency: usize) -> usize {
-    concurrency.saturating_mul(4).clamp(64, 1024)
+    concurrency.saturating_mul(16).clamp(256, 1024)
 }
 
 /// A job that hands itself back outside a shutdown (exec exit 75) is claimable again only after

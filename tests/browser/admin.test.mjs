@@ -239,6 +239,8 @@ describe('admin pages in a real browser', { timeout: 240_000 }, () => {
         { timeout: 90_000 },
       );
       assert.equal(await page.locator('#in-flight tbody tr[data-job-id]').count(), 1);
+      // One long job and nothing queued behind it: nothing is held ahead.
+      assert.equal((await page.textContent('#held-count')).trim(), '0');
 
       await shot(page, 'worker-1280');
       await page.setViewportSize({ width: 390, height: 844 });
