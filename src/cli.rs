@@ -45,6 +45,10 @@ pub enum Command {
     Workers(WorkersArgs),
     /// Ask a worker, through the store, to drain.
     Drain(DrainArgs),
+    /// Cancel jobs: pending and failed ones at once; running ones are stopped by their worker.
+    Cancel(CancelArgs),
+    /// Send dead, failed or cancelled jobs back to pending with their attempts reset.
+    Retry(RetryArgs),
     /// Apply schema migrations to the store.
     Migrate(StoreArgs),
 }
@@ -70,6 +74,9 @@ fn lease_ttl(text: &str) -> Result<Duration, String> {
 }
 fn poll_interval(text: &str) -> Result<Duration, String> {
     parse_bounded_duration("--poll-interval", text)
+}
+fn cancel_grace(text: &str) -> Result<Duration, String> {
+    parse_bounded_duration("--cancel-grace", text)
 }
 fn final_scrape_wait(text: &str) -> Result<Duration, String> {
     parse_bounded_duration("--final-scrape-wait", text)
@@ -124,6 +131,10 @@ pub struct WorkerArgs {
     /// How often an idle worker looks for new jobs.
     #[arg(long, env = "HANDOVER_POLL_INTERVAL", default_value = "250ms", value_parser = poll_interval, value_name = "DURATION")]
     pub poll_interval: Duration,
+
+    /// A cancelled exec job's process group gets SIGTERM, then SIGKILL after this long.
+    #[arg(long, env = "HANDOVER_CANCEL_GRACE", default_value = "5s", value_parser = cancel_grace, value_name = "DURATION")]
+    pub cancel_grace: Duration,
 
     /// Token for the admin API and pages [default: generated and logged at start].
     #[arg(
@@ -199,6 +210,11 @@ pub struct SubmitArgs {
     #[arg(long, env = "HANDOVER_FROM_FILE", value_name = "FILE|-")]
     pub from_file: Option<PathBuf>,
 
+    /// Submit a kind that no worker of this store serves yet (a producer deployed before its
+    /// workers).
+    #[arg(long, env = "HANDOVER_ALLOW_UNKNOWN_KIND")]
+    pub allow_unknown_kind: bool,
+
     /// For exec jobs: the program and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -251,6 +267,30 @@ pub struct DrainArgs {
     /// Follow the worker's phases until it stops; exit non-zero if its shutdown was forced.
     #[arg(long, env = "HANDOVER_WAIT")]
     pub wait: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Job ids.
+    #[arg(required = true, value_name = "JOB", value_parser = clap::value_parser!(i64).range(1..))]
+    pub jobs: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Job ids.
+    #[arg(required = true, value_name = "JOB", value_parser = clap::value_parser!(i64).range(1..))]
+    pub jobs: Vec<i64>,
+
+    /// Drop the checkpoint: start over instead of resuming.
+    #[arg(long)]
+    pub from_scratch: bool,
 }
 
 #[cfg(test)]

@@ -443,6 +443,7 @@ async fn listings_escape_control_characters_from_the_store() {
             listen_addr: Some("127.0.0.1:1\u{7}".into()),
             concurrency: 1,
             lease_ttl: Duration::from_secs(60),
+            kinds: Vec::new(),
         })
         .await
         .unwrap();

@@ -78,7 +78,12 @@ const UNUSED: &str = "not used by the machine";
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn release(&self, leases: &[Lease], _resume_after: Duration) -> StoreResult<Vec<bool>> {
+    async fn release(
+        &self,
+        leases: &[Lease],
+        _resume_after: Duration,
+        _reason: handover::store::ReleaseReason,
+    ) -> StoreResult<Vec<bool>> {
         self.note(Call::Release(leases.iter().map(|l| l.job_id).collect()));
         Ok(vec![true; leases.len()])
     }
@@ -128,6 +133,34 @@ impl Store for MemoryStore {
         unimplemented!("{UNUSED}")
     }
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
+        unimplemented!("{UNUSED}")
+    }
+    async fn cancel(&self, _ids: &[JobId]) -> StoreResult<Vec<handover::store::CancelOutcome>> {
+        unimplemented!("{UNUSED}")
+    }
+    async fn finish_cancelled(&self, _lease: &Lease) -> StoreResult<bool> {
+        unimplemented!("{UNUSED}")
+    }
+    async fn cancels_requested(&self, _owner: &str) -> StoreResult<Vec<Lease>> {
+        unimplemented!("{UNUSED}")
+    }
+    async fn retry(
+        &self,
+        _ids: &[JobId],
+        _from_scratch: bool,
+    ) -> StoreResult<Vec<handover::store::RetryOutcome>> {
+        unimplemented!("{UNUSED}")
+    }
+    async fn job_history(
+        &self,
+        _id: JobId,
+    ) -> StoreResult<(
+        Vec<handover::store::JobEvent>,
+        Vec<handover::store::CompletionRecord>,
+    )> {
+        unimplemented!("{UNUSED}")
+    }
+    async fn served_kinds(&self) -> StoreResult<Vec<String>> {
         unimplemented!("{UNUSED}")
     }
     async fn get_job(&self, _id: JobId) -> StoreResult<Option<Job>> {

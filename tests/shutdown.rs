@@ -131,7 +131,11 @@ async fn the_grace_deadline_forces_exit_and_keeps_the_last_checkpoint() {
         .unwrap();
     store
         .store
-        .release(&[holder.lease], std::time::Duration::ZERO)
+        .release(
+            &[holder.lease],
+            std::time::Duration::ZERO,
+            handover::store::ReleaseReason::Shutdown,
+        )
         .await
         .unwrap();
 

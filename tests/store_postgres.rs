@@ -41,6 +41,7 @@ async fn new_jobs_and_drain_requests_are_pushed_at_once() {
             listen_addr: None,
             concurrency: 1,
             lease_ttl: Duration::from_secs(10),
+            kinds: Vec::new(),
         })
         .await
         .unwrap();

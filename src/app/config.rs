@@ -21,6 +21,7 @@ pub struct WorkerConfig {
     pub heartbeat_interval: Duration,
     pub lease_ttl: Duration,
     pub poll_interval: Duration,
+    pub cancel_grace: Duration,
     pub admin_token: Option<String>,
     pub final_scrape_wait: Duration,
 }
@@ -38,6 +39,7 @@ impl WorkerConfig {
             heartbeat_interval: Duration::from_secs(3),
             lease_ttl: Duration::from_secs(15),
             poll_interval: Duration::from_millis(250),
+            cancel_grace: Duration::from_secs(5),
             admin_token: None,
             final_scrape_wait: Duration::ZERO,
         }
@@ -61,6 +63,7 @@ impl WorkerConfig {
             ("--heartbeat-interval", self.heartbeat_interval),
             ("--lease-ttl", self.lease_ttl),
             ("--poll-interval", self.poll_interval),
+            ("--cancel-grace", self.cancel_grace),
             ("--final-scrape-wait", self.final_scrape_wait),
         ] {
             let text = humantime::format_duration(value).to_string();
@@ -130,6 +133,7 @@ pub const DURATION_LIMITS: &[(&str, Duration, Duration)] = &[
     ("--heartbeat-interval", Duration::from_millis(1), HOUR),
     ("--lease-ttl", Duration::from_millis(2), DAY),
     ("--poll-interval", Duration::from_millis(1), HOUR),
+    ("--cancel-grace", Duration::ZERO, HOUR),
     ("--final-scrape-wait", Duration::ZERO, HOUR),
 ];
 

@@ -20,6 +20,7 @@ use crate::model::{Task, WorkerRegistration};
 use crate::store::{self, SharedStore};
 use crate::telemetry::tracing::TraceFlusher;
 use crate::telemetry::Metrics;
+use crate::worker::cancels::CancelWatcher;
 use crate::worker::claim::ClaimLoop;
 use crate::worker::completer::{Completer, CompletionWriter};
 use crate::worker::health::StoreHealth;
@@ -112,6 +113,7 @@ impl App {
                 listen_addr: Some(addr.to_string()),
                 concurrency: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
                 lease_ttl: config.lease_ttl,
+                kinds: kinds.clone(),
             })
             .await
             .context("cannot register the worker")?;
@@ -130,6 +132,7 @@ impl App {
                 config.concurrency,
             ))),
             pace: pace.clone(),
+            cancel_grace: config.cancel_grace,
         });
         let (machine, handle) = PhaseMachine::new(
             WorkerParts {
@@ -278,8 +281,15 @@ impl App {
         }
         let claim_wake = Arc::new(Notify::new());
         let beat_now = Arc::new(Notify::new());
+        let cancel_wake = Arc::new(Notify::new());
+        // Where the store pushes cancels, looking is only a backstop, once a heartbeat.
+        let mut cancel_interval = self.config.poll_interval;
         match self.store.subscribe(background.clone()).await {
             Ok(Some(subscription)) => {
+                cancel_interval = self
+                    .config
+                    .heartbeat_interval
+                    .max(self.config.poll_interval);
                 tasks.spawn(Task::StoreListener, &background, subscription.listener);
                 tasks.spawn(
                     Task::StoreEvents,
@@ -289,6 +299,7 @@ impl App {
                         self.worker_id.clone(),
                         claim_wake.clone(),
                         beat_now.clone(),
+                        cancel_wake.clone(),
                         background.clone(),
                     ),
                 );
@@ -296,6 +307,21 @@ impl App {
             Ok(None) => {}
             Err(err) => tracing::warn!(%err, "no push notifications from the store; polling only"),
         }
+        tasks.spawn(
+            Task::CancelWatcher,
+            &background,
+            CancelWatcher {
+                store: self.store.clone(),
+                worker_id: self.worker_id.clone(),
+                jobs: self.runner.jobs.clone(),
+                interval: cancel_interval,
+                wake: cancel_wake,
+                health: self.health.clone(),
+                metrics: self.metrics.clone(),
+                stop: background.clone(),
+            }
+            .run(),
+        );
         tasks.spawn(
             Task::PhaseReporter,
             &background,

@@ -1,5 +1,6 @@
 //! One function per CLI command; `run` dispatches and maps the outcome to an exit code.
 
+mod control;
 mod demo;
 mod drain;
 mod listing;
@@ -55,6 +56,8 @@ pub async fn run(cli: Cli, traces: TraceFlusher) -> anyhow::Result<ExitCode> {
         Command::Jobs(args) => listing::jobs(args).await,
         Command::Workers(args) => listing::workers(args).await,
         Command::Drain(args) => drain::run(args).await,
+        Command::Cancel(args) => control::cancel(args).await,
+        Command::Retry(args) => control::retry(args).await,
         Command::Migrate(args) => {
             crate::store::open_migrated(&args.store)
                 .await

@@ -47,6 +47,21 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         ),
     }
     let store = open_store(&args.store.store).await?;
+    if !args.allow_unknown_kind {
+        let unknown = crate::jobs::unknown_kind(&store, &args.kind)
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "reading the kinds workers serve from {}: {e}",
+                    args.store.store
+                )
+            })?;
+        if let Some(message) = unknown {
+            return Ok(text::refuse_cli(&format!(
+                "{message}; --allow-unknown-kind submits it anyway"
+            )));
+        }
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for chunk in payloads.chunks(BATCH) {

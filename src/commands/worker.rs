@@ -24,6 +24,7 @@ pub fn config_from_args(args: WorkerArgs) -> WorkerConfig {
             .unwrap_or_else(|| WorkerConfig::default_heartbeat(args.lease_ttl)),
         lease_ttl: args.lease_ttl,
         poll_interval: args.poll_interval,
+        cancel_grace: args.cancel_grace,
         admin_token: args.admin_token,
         final_scrape_wait: args.final_scrape_wait,
     }

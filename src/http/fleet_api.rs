@@ -112,6 +112,7 @@ pub struct SubmitBody {
     max_attempts: Option<i32>,
     priority: Option<i32>,
     count: Option<u32>,
+    allow_unknown_kind: Option<bool>,
 }
 
 /// Submits jobs: `{"kind", "payload", "max_attempts", "priority", "count"}` → 201 `{"ids": [...]}`.
@@ -146,15 +147,19 @@ pub async fn submit(State(state): State<Arc<HttpState>>, request: Request) -> Re
                 return error(StatusCode::BAD_REQUEST, message);
             }
         }
-        None => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "this worker runs no {kind:?} jobs (it runs: {})",
-                    state.handlers.kinds().join(", ")
-                ),
-            )
-        }
+        None if body.allow_unknown_kind == Some(true) => {}
+        None => match crate::jobs::unknown_kind(&state.store, &kind).await {
+            Ok(None) => {}
+            Ok(Some(message)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "this worker runs no {kind:?} jobs and {message}; \"allow_unknown_kind\": true submits it anyway"
+                    ),
+                )
+            }
+            Err(err) => return store_error(err),
+        },
     }
     let max_attempts = body.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
     if !(1..=1000).contains(&max_attempts) {

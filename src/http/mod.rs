@@ -6,6 +6,7 @@ mod assets;
 mod auth;
 mod events;
 mod fleet_api;
+mod job_api;
 mod login;
 mod pages;
 mod probes;
@@ -88,6 +89,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/", get(pages::worker))
         .route("/fleet", get(pages::fleet))
         .route("/jobs", get(pages::jobs))
+        .route("/jobs/{id}", get(pages::job))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin_page,
@@ -102,6 +104,9 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/api/workers", get(fleet_api::workers))
         .route("/api/shutdowns", get(fleet_api::shutdowns))
         .route("/api/jobs", get(fleet_api::jobs).post(fleet_api::submit))
+        .route("/api/jobs/{id}", get(job_api::job))
+        .route("/api/jobs/{id}/cancel", post(job_api::cancel))
+        .route("/api/jobs/{id}/retry", post(job_api::retry))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,

@@ -4,11 +4,11 @@
 use super::api::status_json;
 use super::auth::Caller;
 use super::fleet_api::store_error;
-use super::views::{self, Chrome, FleetPage, JobsPage, WorkerPage};
+use super::views::{self, Chrome, FleetPage, JobPage, JobsPage, WorkerPage};
 use super::{error, HttpState};
 use crate::store::{JobFilter, JobStatus};
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Extension;
@@ -129,4 +129,25 @@ pub async fn jobs(
         jobs: jobs.iter().map(views::job_view).collect(),
         limit,
     })
+}
+
+/// `/jobs/{id}`: one job, its data and its whole journey, with cancel and retry.
+pub async fn job(
+    State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    let id = match super::job_api::job_id(&id) {
+        Ok(id) => id,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match super::job_api::job_with_journey(&state.store, id).await {
+        Ok(Some((job, events))) => render(JobPage {
+            chrome: chrome(&state, &caller, &format!("Job #{id}"), "jobs"),
+            job: views::job_detail_view(&job),
+            events: events.iter().map(views::job_event_view).collect(),
+        }),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("job {id} not found")),
+        Err(err) => store_error(err),
+    }
 }

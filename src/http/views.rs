@@ -84,6 +84,8 @@ pub struct FleetWorkerView {
 
 pub struct ShutdownView {
     pub worker_name: String,
+    /// The anchor a job's journey links its hand-backs to.
+    pub worker_id: String,
     pub worker_short_id: String,
     pub trigger: String,
     pub mode: String,
@@ -117,6 +119,100 @@ pub struct JobView {
     pub error: String,
     pub updated_at: String,
     pub payload: String,
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+pub struct JobPage {
+    pub chrome: Chrome,
+    pub job: JobDetailView,
+    pub events: Vec<JobEventView>,
+}
+
+pub struct JobDetailView {
+    pub id: i64,
+    pub kind: String,
+    pub status: String,
+    pub attempts: String,
+    pub priority: i32,
+    pub owner: String,
+    pub lease_epoch: i64,
+    pub payload: String,
+    pub checkpoint: String,
+    pub result: String,
+    pub error: String,
+    pub created_at: String,
+    pub cancel_requested: bool,
+    pub cancellable: bool,
+    pub retryable: bool,
+}
+
+pub struct JobEventView {
+    pub at: String,
+    pub event: String,
+    pub worker_id: String,
+    /// The worker's short id (its first 8 characters).
+    pub worker_name: String,
+    pub epoch: String,
+    pub detail: String,
+    /// The shutdown record (by worker id) a hand-back belongs to.
+    pub shutdown_id: Option<String>,
+}
+
+pub fn job_detail_view(job: &Job) -> JobDetailView {
+    let pretty = |value: Option<&serde_json::Value>| {
+        value.map_or_else(
+            || "—".to_string(),
+            |v| serde_json::to_string_pretty(v).unwrap_or_default(),
+        )
+    };
+    JobDetailView {
+        id: job.id,
+        kind: job.kind.clone(),
+        status: job.status.to_string(),
+        attempts: format!("{}/{}", job.attempts, job.max_attempts),
+        priority: job.priority,
+        owner: job.owner.clone().unwrap_or_else(|| "—".into()),
+        lease_epoch: job.lease_epoch,
+        payload: pretty(Some(&job.payload)),
+        checkpoint: pretty(job.checkpoint.as_ref()),
+        result: pretty(job.result.as_ref()),
+        error: job.error.clone().unwrap_or_else(|| "—".into()),
+        created_at: clock(job.created_at),
+        cancel_requested: job.cancel_requested,
+        cancellable: matches!(
+            job.status,
+            JobStatus::Pending | JobStatus::Failed | JobStatus::Running
+        ) && !job.cancel_requested,
+        retryable: matches!(
+            job.status,
+            JobStatus::Dead | JobStatus::Failed | JobStatus::Cancelled
+        ),
+    }
+}
+
+pub fn job_event_view(event: &crate::model::JobEvent) -> JobEventView {
+    let worker_id = event.worker_id.clone().unwrap_or_default();
+    let shutdown_id = event
+        .detail
+        .as_ref()
+        .and_then(|d| d.get("shutdown_id"))
+        .and_then(|v| v.as_str())
+        .map(String::from);
+    JobEventView {
+        at: clock(event.at),
+        event: event.event.to_string(),
+        worker_name: short(&worker_id),
+        worker_id,
+        epoch: event
+            .lease_epoch
+            .map_or_else(String::new, |epoch| epoch.to_string()),
+        detail: event
+            .detail
+            .as_ref()
+            .map_or_else(String::new, |d| d.to_string()),
+        shutdown_id,
+    }
 }
 
 #[derive(Template)]
@@ -232,6 +328,7 @@ pub fn fleet_worker_view(worker: &WorkerRow, self_id: &str, now: DateTime<Utc>) 
 pub fn shutdown_view(record: &ShutdownRecord) -> ShutdownView {
     ShutdownView {
         worker_name: record.worker_name.clone(),
+        worker_id: record.worker_id.clone(),
         worker_short_id: short(&record.worker_id),
         trigger: record.trigger.to_string(),
         mode: record.mode.to_string(),

@@ -42,6 +42,8 @@ struct Entry {
     progress: Option<f64>,
     state: JobState,
     abandon: CancellationToken,
+    /// Cancelled when an operator cancels the job.
+    cancel: CancellationToken,
     checkpoints_saved: u64,
     /// The handler has returned: the attempt's own fenced write (complete, fail, hand back) now
     /// decides its fate, so a heartbeat that races that write is no news.
@@ -63,11 +65,31 @@ pub struct InFlightView {
 }
 
 /// A leased job taken out of the registry to be handed back.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeasedJob {
     pub lease: Lease,
     pub kind: String,
     pub state: JobState,
+}
+
+/// A started job's tokens.
+#[derive(Clone, Debug)]
+pub struct JobTokens {
+    /// Stop at once (lease lost, forced shutdown).
+    pub abandon: CancellationToken,
+    /// An operator cancelled the job.
+    pub cancel: CancellationToken,
+}
+
+/// What asking this worker to cancel one of its jobs did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelSignal {
+    /// The job was held, not started: taken out, for the caller to record `cancelled`.
+    WasHeld(LeasedJob),
+    /// Its handler has been told (the first time this returns for the job).
+    Signalled { kind: String },
+    /// Already told, or not this worker's job at this lease.
+    Nothing,
 }
 
 #[derive(Default)]
@@ -143,6 +165,7 @@ impl InFlight {
             progress,
             state: JobState::Held,
             abandon: CancellationToken::new(),
+            cancel: CancellationToken::new(),
             checkpoints_saved: 0,
             handler_returned: false,
             held_since: Instant::now(),
@@ -154,9 +177,9 @@ impl InFlight {
         });
     }
 
-    /// Starts the longest-held job: it becomes running and its claimed job and abandon token are
+    /// Starts the longest-held job: it becomes running and its claimed job and tokens are
     /// returned. A held job whose lease the heartbeat found lost is dropped on the way.
-    pub fn start_next(&self) -> Option<(ClaimedJob, CancellationToken)> {
+    pub fn start_next(&self) -> Option<(ClaimedJob, JobTokens)> {
         self.with_all(|all| {
             while let Some(job_id) = all.waiting.pop_front() {
                 let Some(entry) = all.by_id.get_mut(&job_id) else {
@@ -169,7 +192,11 @@ impl InFlight {
                 let job = entry.job.take()?;
                 entry.state = JobState::Running;
                 entry.started_at = Utc::now();
-                return Some((job, entry.abandon.clone()));
+                let tokens = JobTokens {
+                    abandon: entry.abandon.clone(),
+                    cancel: entry.cancel.clone(),
+                };
+                return Some((job, tokens));
             }
             None
         })
@@ -240,6 +267,7 @@ impl InFlight {
             progress,
             state: JobState::Running,
             abandon: abandon.clone(),
+            cancel: CancellationToken::new(),
             checkpoints_saved: 0,
             handler_returned: false,
         };
@@ -285,6 +313,36 @@ impl InFlight {
         {
             entry.handler_returned = true;
         }
+    }
+
+    /// An operator cancelled this job: tells its handler, or takes it out if it was only held.
+    pub fn cancel(&self, lease: &Lease) -> CancelSignal {
+        self.with_all(|all| {
+            let Some(entry) = all.by_id.get(&lease.job_id) else {
+                return CancelSignal::Nothing;
+            };
+            if entry.lease != *lease {
+                return CancelSignal::Nothing;
+            }
+            if entry.state == JobState::Held {
+                all.waiting.retain(|id| *id != lease.job_id);
+                return match all.by_id.remove(&lease.job_id) {
+                    Some(entry) => CancelSignal::WasHeld(LeasedJob {
+                        lease: entry.lease,
+                        kind: entry.kind,
+                        state: entry.state,
+                    }),
+                    None => CancelSignal::Nothing,
+                };
+            }
+            if entry.cancel.is_cancelled() {
+                return CancelSignal::Nothing;
+            }
+            entry.cancel.cancel();
+            CancelSignal::Signalled {
+                kind: entry.kind.clone(),
+            }
+        })
     }
 
     /// The heartbeat found this lease no longer held: abandons the handler if this exact lease is

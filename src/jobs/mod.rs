@@ -125,6 +125,34 @@ pub fn validate_kind(kind: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses a kind no worker can run: neither built in nor announced by any worker of `store`.
+/// Returns the one-line reason, naming the kinds that are known.
+pub async fn unknown_kind(
+    store: &crate::store::SharedStore,
+    kind: &str,
+) -> crate::store::StoreResult<Option<String>> {
+    if crate::model::BUILT_IN_KINDS.contains(&kind) {
+        return Ok(None);
+    }
+    let mut known: Vec<String> = crate::model::BUILT_IN_KINDS
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    for served in store.served_kinds().await? {
+        if served == kind {
+            return Ok(None);
+        }
+        if !known.contains(&served) {
+            known.push(served);
+        }
+    }
+    known.sort();
+    Ok(Some(format!(
+        "no worker of this store serves {kind:?} jobs (known kinds: {})",
+        known.join(", ")
+    )))
+}
+
 /// Everything a handler may know and do about the job it runs.
 #[derive(Clone)]
 pub struct JobContext {
@@ -141,6 +169,22 @@ struct ContextInner {
     stop: CancellationToken,
     /// Cancelled when the job must stop at once (lease lost, or a forced shutdown).
     abandon: CancellationToken,
+    /// Cancelled when an operator cancels the job.
+    cancel: CancellationToken,
+    /// How long a cancelled job's processes get between SIGTERM and SIGKILL (`--cancel-grace`).
+    cancel_grace: std::time::Duration,
+}
+
+/// What tells an attempt to stop, and how.
+pub(crate) struct AttemptSignals {
+    /// Stop at the next checkpoint (the worker is draining).
+    pub stop: CancellationToken,
+    /// Stop at once (lease lost, forced shutdown).
+    pub abandon: CancellationToken,
+    /// An operator cancelled the job.
+    pub cancel: CancellationToken,
+    /// `--cancel-grace`.
+    pub cancel_grace: std::time::Duration,
 }
 
 /// How often a checkpoint write is retried while the store is unavailable.
@@ -153,8 +197,7 @@ impl JobContext {
         store: SharedStore,
         metrics: Arc<Metrics>,
         jobs: Arc<InFlight>,
-        stop: CancellationToken,
-        abandon: CancellationToken,
+        signals: AttemptSignals,
     ) -> Self {
         JobContext {
             inner: Arc::new(ContextInner {
@@ -163,8 +206,10 @@ impl JobContext {
                 store,
                 metrics,
                 jobs,
-                stop,
-                abandon,
+                stop: signals.stop,
+                abandon: signals.abandon,
+                cancel: signals.cancel,
+                cancel_grace: signals.cancel_grace,
             }),
         }
     }
@@ -191,14 +236,35 @@ impl JobContext {
         self.inner.job.checkpoint.as_ref()
     }
 
-    /// True once the worker asks jobs to stop at their next checkpoint boundary.
+    /// True once the worker asks jobs to stop at their next checkpoint boundary, or the job is
+    /// cancelled.
     pub fn stop_requested(&self) -> bool {
-        self.inner.stop.is_cancelled()
+        self.inner.stop.is_cancelled() || self.cancel_requested()
     }
 
-    /// Resolves when the worker asks jobs to stop at their next checkpoint boundary.
+    /// Resolves when the worker asks jobs to stop at their next checkpoint boundary, or the job
+    /// is cancelled.
     pub async fn stopping(&self) {
-        self.inner.stop.cancelled().await
+        tokio::select! {
+            _ = self.inner.stop.cancelled() => {}
+            _ = self.inner.cancel.cancelled() => {}
+        }
+    }
+
+    /// True once an operator has cancelled the job: stop as soon as possible; whatever the
+    /// handler returns then (other than a completion) records the job `cancelled`.
+    pub fn cancel_requested(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Resolves when an operator cancels the job.
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await
+    }
+
+    /// How long a cancelled job's processes get to exit after SIGTERM before SIGKILL.
+    pub fn cancel_grace(&self) -> std::time::Duration {
+        self.inner.cancel_grace
     }
 
     /// True when the job must stop at once without writing anything (lease lost or forced exit).

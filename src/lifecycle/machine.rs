@@ -435,7 +435,12 @@ impl PhaseMachine {
         let leases: Vec<Lease> = held.iter().map(|j| j.lease.clone()).collect();
         let store = self.parts.store.clone();
         let force_at = self.drain().force_at;
-        match tokio::time::timeout_at(force_at, release_until_written(store, leases)).await {
+        match tokio::time::timeout_at(
+            force_at,
+            release_until_written(store, leases, ReleaseReason::Prefetch),
+        )
+        .await
+        {
             Ok(applied) => {
                 tracing::info!(held = held.len(), "held jobs handed back");
                 self.count_releases(&held, applied, ReleaseReason::Prefetch);
@@ -476,7 +481,11 @@ impl PhaseMachine {
         let leases: Vec<Lease> = self.to_release.iter().map(|j| j.lease.clone()).collect();
         let store = self.parts.store.clone();
         let applied = self
-            .wait(release_until_written(store, leases))
+            .wait(release_until_written(
+                store,
+                leases,
+                ReleaseReason::Shutdown,
+            ))
             .await
             .map_err(Self::force_reason)?;
         let held = std::mem::take(&mut self.to_release);
@@ -576,13 +585,15 @@ impl PhaseMachine {
         }
         let leases: Vec<Lease> = held.iter().map(|j| j.lease.clone()).collect();
         let store = self.parts.store.clone();
-        let applied =
-            tokio::time::timeout(self.write_budget(), release_until_written(store, leases))
-                .await
-                .unwrap_or(Err(StoreError::TimedOut {
-                    operation: "the forced hand-back",
-                    after: self.write_budget(),
-                }));
+        let applied = tokio::time::timeout(
+            self.write_budget(),
+            release_until_written(store, leases, ReleaseReason::Forced),
+        )
+        .await
+        .unwrap_or(Err(StoreError::TimedOut {
+            operation: "the forced hand-back",
+            after: self.write_budget(),
+        }));
         self.count_releases(&held, applied, ReleaseReason::Forced);
     }
 
@@ -712,8 +723,12 @@ where
 }
 
 /// Releases leases, retrying while the store is unreachable (the caller bounds the time).
-async fn release_until_written(store: SharedStore, leases: Vec<Lease>) -> StoreResult<Vec<bool>> {
-    retry_while_down(|| store.release(&leases, Duration::ZERO)).await
+async fn release_until_written(
+    store: SharedStore,
+    leases: Vec<Lease>,
+    reason: ReleaseReason,
+) -> StoreResult<Vec<bool>> {
+    retry_while_down(|| store.release(&leases, Duration::ZERO, reason)).await
 }
 
 #[cfg(test)]

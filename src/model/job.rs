@@ -39,6 +39,10 @@ pub struct Job {
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the current (or last) attempt was claimed.
+    pub claimed_at: Option<DateTime<Utc>>,
+    /// An operator cancelled it while it ran; its owner is stopping it.
+    pub cancel_requested: bool,
 }
 
 /// A job to submit.
@@ -122,5 +126,7 @@ wire_enum!(
         LeaseLost => "lease_lost",
         /// Abandoned by a forced shutdown.
         Forced => "forced",
+        /// Stopped because an operator cancelled the job.
+        Cancelled => "cancelled",
     }
 );

@@ -4,6 +4,7 @@
 
 mod wire;
 
+pub mod control;
 pub mod job;
 pub mod phase;
 pub mod shutdown;
@@ -12,6 +13,9 @@ pub mod worker;
 
 pub(crate) use self::wire::wire_enum;
 
+pub use self::control::{
+    CancelOutcome, CompletionRecord, JobEvent, JobEventKind, RetryOutcome, BUILT_IN_KINDS,
+};
 pub use self::job::{
     AttemptOutcome, ClaimedJob, FailOutcome, Job, JobId, JobStatus, Lease, NewJob, ReleaseReason,
     DEFAULT_MAX_ATTEMPTS,

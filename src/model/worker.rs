@@ -24,6 +24,8 @@ pub struct WorkerRegistration {
     pub listen_addr: Option<String>,
     pub concurrency: u32,
     pub lease_ttl: Duration,
+    /// The kinds this worker serves.
+    pub kinds: Vec<String>,
 }
 
 /// A worker row (SPEC §3).

@@ -2,17 +2,22 @@
 //!
 //! Backends implement it with atomic, fenced statements; nothing outside `store/` writes SQL.
 
+mod control;
+mod journey;
 mod postgres;
 mod sqlite;
 mod url;
+
+pub use self::journey::journey;
 
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 pub use self::url::StoreUrl;
 
 pub use crate::model::{
-    ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport, Job, JobId, JobStatus, Lease, NewJob,
-    PhaseSpan, ShutdownRecord, WorkerRegistration, WorkerRow, DEFAULT_MAX_ATTEMPTS,
+    CancelOutcome, ClaimedJob, CompletionRecord, DrainRequest, FailOutcome, HeartbeatReport, Job,
+    JobEvent, JobEventKind, JobId, JobStatus, Lease, NewJob, PhaseSpan, ReleaseReason,
+    RetryOutcome, ShutdownRecord, WorkerRegistration, WorkerRow, DEFAULT_MAX_ATTEMPTS,
 };
 
 use crate::model::Phase;
@@ -33,6 +38,8 @@ pub enum StoreEvent {
     JobsAvailable,
     /// A drain request was written for this worker id.
     DrainRequested { worker_id: String },
+    /// An operator cancelled a running job of this worker id.
+    CancelRequested { worker_id: String },
     /// The push connection was re-established; events may have been missed meanwhile.
     Reconnected,
 }
@@ -227,12 +234,34 @@ pub trait Store: Send + Sync + 'static {
     /// Records a failed attempt: `failed` with `run_after = now + backoff`, or `dead` when exhausted.
     async fn fail(&self, lease: &Lease, error: &str, backoff: Duration)
         -> StoreResult<FailOutcome>;
-    /// Hands held jobs back to `pending`, claimable again after `resume_after`; returns, per
-    /// lease, whether it was still held.
-    async fn release(&self, leases: &[Lease], resume_after: Duration) -> StoreResult<Vec<bool>>;
-    /// Returns jobs whose lease expired to `pending` (or `dead` when out of attempts), and marks
-    /// workers whose heartbeat is older than their lease TTL as declared dead. Returns the job ids.
+    /// Hands leased jobs back to `pending`, claimable again after `resume_after`, each with a
+    /// `released` event naming `reason`; returns, per lease, whether it was still held.
+    async fn release(
+        &self,
+        leases: &[Lease],
+        resume_after: Duration,
+        reason: ReleaseReason,
+    ) -> StoreResult<Vec<bool>>;
+    /// Returns jobs whose lease expired to `pending` (or `dead` when out of attempts, or
+    /// `cancelled` when a cancel was requested), with a `rescued` event each, and marks workers
+    /// whose heartbeat is older than their lease TTL as declared dead. Returns the job ids.
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>>;
+
+    /// Cancels jobs: pending and failed ones at once; for running ones the request is recorded
+    /// and their owner told (it stops the job and calls [`Store::finish_cancelled`]).
+    async fn cancel(&self, ids: &[JobId]) -> StoreResult<Vec<CancelOutcome>>;
+    /// The owner's fenced write that ends a cancelled attempt; false if the lease was lost.
+    async fn finish_cancelled(&self, lease: &Lease) -> StoreResult<bool>;
+    /// The running jobs of `owner` whose cancel was requested.
+    async fn cancels_requested(&self, owner: &str) -> StoreResult<Vec<Lease>>;
+    /// Sends `dead`, `failed` and `cancelled` jobs back to `pending` with their attempts reset,
+    /// keeping the checkpoint unless `from_scratch`.
+    async fn retry(&self, ids: &[JobId], from_scratch: bool) -> StoreResult<Vec<RetryOutcome>>;
+    /// The events written for a job (hand-backs, rescues, failures, cancels, retries) and its
+    /// completion audit rows, oldest first; [`journey`] makes the whole journey of them.
+    async fn job_history(&self, id: JobId) -> StoreResult<(Vec<JobEvent>, Vec<CompletionRecord>)>;
+    /// Every kind any worker of this store has announced.
+    async fn served_kinds(&self) -> StoreResult<Vec<String>>;
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>>;
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
@@ -270,6 +299,48 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// A driver error as one line: the database's own message where there is one.
+/// An event a job-control statement writes (`job_events`), as both backends bind it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct NewEvent {
+    pub job_id: JobId,
+    pub event: JobEventKind,
+    pub worker_id: Option<String>,
+    pub lease_epoch: Option<i64>,
+    pub detail: Value,
+}
+
+impl NewEvent {
+    /// An event of an attempt: by its lease, keeping when the attempt was claimed.
+    pub fn of_attempt(
+        event: JobEventKind,
+        lease: &Lease,
+        claimed_at: Option<chrono::DateTime<chrono::Utc>>,
+        mut detail: serde_json::Map<String, Value>,
+    ) -> NewEvent {
+        if let Some(at) = claimed_at {
+            detail.insert("claimed_at".into(), Value::String(at.to_rfc3339()));
+        }
+        NewEvent {
+            job_id: lease.job_id,
+            event,
+            worker_id: Some(lease.owner.clone()),
+            lease_epoch: Some(lease.epoch),
+            detail: Value::Object(detail),
+        }
+    }
+
+    /// An operator's event on a job (no attempt).
+    pub fn by_operator(event: JobEventKind, job_id: JobId, detail: Value) -> NewEvent {
+        NewEvent {
+            job_id,
+            event,
+            worker_id: None,
+            lease_epoch: None,
+            detail,
+        }
+    }
+}
+
 pub(crate) fn one_line(err: &sqlx::Error) -> String {
     match err {
         sqlx::Error::Database(db) => db.message().to_string(),

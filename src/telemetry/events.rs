@@ -24,6 +24,8 @@ pub enum AttemptEnd<'a> {
     LeaseLost,
     /// Abandoned by a forced shutdown; the machine hands its lease back.
     Forced,
+    /// Stopped because an operator cancelled it; recorded `cancelled`.
+    Cancelled,
 }
 
 impl AttemptEnd<'_> {
@@ -35,6 +37,7 @@ impl AttemptEnd<'_> {
             AttemptEnd::Parked | AttemptEnd::Yielded => AttemptOutcome::Interrupted,
             AttemptEnd::LeaseLost => AttemptOutcome::LeaseLost,
             AttemptEnd::Forced => AttemptOutcome::Forced,
+            AttemptEnd::Cancelled => AttemptOutcome::Cancelled,
         }
     }
 }
@@ -82,6 +85,10 @@ impl AttemptEnded<'_> {
                 tracing::warn!("lease lost: another worker holds this job now; stopped it");
             }
             AttemptEnd::Forced => tracing::debug!("job abandoned by the forced shutdown"),
+            AttemptEnd::Cancelled => {
+                metrics.jobs_cancelled.with_label_values(&[self.kind]).inc();
+                tracing::info!("job cancelled by an operator; stopped and recorded cancelled");
+            }
         }
     }
 }

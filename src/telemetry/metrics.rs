@@ -37,6 +37,7 @@ pub struct Metrics {
     pub jobs_claimed: IntCounterVec,
     pub jobs_completed: IntCounterVec,
     pub jobs_failed: IntCounterVec,
+    pub jobs_cancelled: IntCounterVec,
     pub jobs_released: IntCounterVec,
     pub jobs_rescued: IntCounter,
     pub jobs_in_flight: IntGauge,
@@ -133,6 +134,10 @@ impl Metrics {
         let jobs_failed = counter_by_kind(
             "handover_jobs_failed_total",
             "Failed job attempts (retried, or dead when attempts are exhausted).",
+        );
+        let jobs_cancelled = counter_by_kind(
+            "handover_jobs_cancelled_total",
+            "Running jobs this worker stopped and recorded cancelled because an operator cancelled them.",
         );
         let checkpoints = counter_by_kind("handover_checkpoints_total", "Checkpoints saved.");
         let jobs_released = registered(
@@ -250,6 +255,7 @@ impl Metrics {
             jobs_claimed,
             jobs_completed,
             jobs_failed,
+            jobs_cancelled,
             jobs_released,
             jobs_rescued,
             jobs_in_flight,
@@ -296,6 +302,7 @@ impl Metrics {
             self.jobs_claimed.with_label_values(&[kind]);
             self.jobs_completed.with_label_values(&[kind]);
             self.jobs_failed.with_label_values(&[kind]);
+            self.jobs_cancelled.with_label_values(&[kind]);
             self.checkpoints.with_label_values(&[kind]);
             for reason in ReleaseReason::ALL {
                 self.jobs_released
@@ -363,6 +370,7 @@ mod tests {
             "handover_jobs_claimed_total",
             "handover_jobs_completed_total",
             "handover_jobs_failed_total",
+            "handover_jobs_cancelled_total",
             "handover_jobs_released_total",
             "handover_jobs_rescued_total",
             "handover_jobs_in_flight",

@@ -84,11 +84,11 @@ impl ClaimLoop {
                 None
             };
             match next {
-                Some((job, abandon)) => {
+                Some((job, tokens)) => {
                     // Spawned before the gate opens, so a pausing machine waits for this attempt.
                     self.runner
                         .jobs
-                        .spawn(self.runner.clone().start(job, abandon, slot));
+                        .spawn(self.runner.clone().start(job, tokens, slot));
                 }
                 _ => slot.unused(),
             }
@@ -229,7 +229,7 @@ async fn hand_back_held(
         match StoreError::within(
             "handing back held jobs",
             left,
-            store.release(&leases, Duration::ZERO),
+            store.release(&leases, Duration::ZERO, ReleaseReason::Prefetch),
         )
         .await
         {

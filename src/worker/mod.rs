@@ -2,6 +2,7 @@
 //! writer, the heartbeat, the rescuer, store health, and the relays between the store and the
 //! machine. The composition root (`src/app/`) builds them and runs each one under its supervisor.
 
+pub mod cancels;
 pub mod claim;
 pub mod completer;
 pub mod health;

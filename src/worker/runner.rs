@@ -9,8 +9,8 @@
 use super::completer::Completer;
 use super::health::StoreHealth;
 use super::prefetch::{Pace, Slot};
-use crate::jobs::inflight::{InFlight, JobState};
-use crate::jobs::{JobContext, JobError, JobOutcome, Registry};
+use crate::jobs::inflight::{InFlight, JobState, JobTokens};
+use crate::jobs::{AttemptSignals, JobContext, JobError, JobOutcome, Registry};
 use crate::model::{ClaimedJob, FailOutcome, Lease};
 use crate::store::{retry_backoff, SharedStore, StoreError};
 use crate::telemetry::events::{AttemptEnd, AttemptEnded};
@@ -39,6 +39,8 @@ pub struct Runner {
     pub backlog: Arc<Semaphore>,
     /// Learns how long handlers take, to size the held jobs.
     pub pace: Arc<Pace>,
+    /// `--cancel-grace`: a cancelled job's processes get this long after SIGTERM.
+    pub cancel_grace: Duration,
 }
 
 /// How many final writes may wait for their commit with their slots already freed.
@@ -71,7 +73,7 @@ impl Runner {
     }
 
     /// Runs a job just taken from the held ones (see [`InFlight::start_next`]), in its span.
-    pub async fn start(self: Arc<Self>, job: ClaimedJob, abandon: CancellationToken, slot: Slot) {
+    pub async fn start(self: Arc<Self>, job: ClaimedJob, tokens: JobTokens, slot: Slot) {
         let span = tracing::info_span!(
             "job",
             otel.name = "job.attempt",
@@ -82,10 +84,11 @@ impl Runner {
             outcome = tracing::field::Empty,
             checkpoints = tracing::field::Empty,
         );
-        self.run(job, abandon, slot).instrument(span).await;
+        self.run(job, tokens, slot).instrument(span).await;
     }
 
-    async fn run(&self, job: ClaimedJob, abandon: CancellationToken, slot: Slot) {
+    async fn run(&self, job: ClaimedJob, tokens: JobTokens, slot: Slot) {
+        let JobTokens { abandon, cancel } = tokens;
         let lease = job.lease.clone();
         let kind = job.kind.clone();
         let started = Instant::now();
@@ -102,8 +105,12 @@ impl Runner {
             self.store.clone(),
             self.metrics.clone(),
             self.jobs.clone(),
-            self.checkpoint_request.clone(),
-            abandon.clone(),
+            AttemptSignals {
+                stop: self.checkpoint_request.clone(),
+                abandon: abandon.clone(),
+                cancel: cancel.clone(),
+                cancel_grace: self.cancel_grace,
+            },
         );
         // What the submit → start benchmark times (RUST_LOG=handover::worker::runner=debug).
         tracing::debug!("attempt started");
@@ -141,8 +148,12 @@ impl Runner {
             }
         }
         match ending {
+            // A completion racing a cancel wins if it lands first: the fence decides, once.
             Ending::Returned(Ok(JobOutcome::Completed(result))) => {
                 self.finish_completed(lease, &kind, result, started).await
+            }
+            Ending::Returned(_) if cancel.is_cancelled() => {
+                self.finish_cancelled(&lease, &kind, started).await
             }
             Ending::Returned(Ok(JobOutcome::Interrupted)) => {
                 self.finish_interrupted(&lease, &kind, started).await
@@ -204,7 +215,10 @@ impl Runner {
         }
         let leases = std::slice::from_ref(lease);
         match self
-            .persist(|| self.store.release(leases, YIELD_PAUSE))
+            .persist(|| {
+                self.store
+                    .release(leases, YIELD_PAUSE, crate::model::ReleaseReason::Yielded)
+            })
             .await
         {
             Some(Ok(applied)) if applied.first() == Some(&true) => {
@@ -240,6 +254,20 @@ impl Runner {
                 self.jobs.remove(lease.job_id);
             }
             Some(Err(StoreError::LeaseLost { .. })) => self.finish_lease_lost(lease, kind, started),
+            Some(Err(err)) => self.give_up(lease, err),
+            None => self.jobs.set_state(lease.job_id, JobState::Aborted),
+        }
+    }
+
+    async fn finish_cancelled(&self, lease: &Lease, kind: &str, started: Instant) {
+        match self.persist(|| self.store.finish_cancelled(lease)).await {
+            Some(Ok(true)) => {
+                self.ended(lease.job_id, kind, started, AttemptEnd::Cancelled);
+                self.jobs.remove(lease.job_id);
+            }
+            Some(Ok(false)) | Some(Err(StoreError::LeaseLost { .. })) => {
+                self.finish_lease_lost(lease, kind, started)
+            }
             Some(Err(err)) => self.give_up(lease, err),
             None => self.jobs.set_state(lease.job_id, JobState::Aborted),
         }

@@ -1,5 +1,6 @@
 //! Store pushes turned into wake-ups (new jobs wake the claim loop; a drain request for this
-//! worker makes the heartbeat, which takes the request, run at once), and the machine's phase
+//! worker makes the heartbeat, which takes the request, run at once; a cancel of one of its jobs
+//! makes the cancel watcher look at once), and the machine's phase
 //! mirrored into the worker row for the fleet view.
 
 use crate::lifecycle::MachineHandle;
@@ -15,6 +16,7 @@ pub async fn relay_store_events(
     worker_id: String,
     claim_wake: Arc<Notify>,
     beat_now: Arc<Notify>,
+    cancel_wake: Arc<Notify>,
     stop: CancellationToken,
 ) -> Result<(), String> {
     loop {
@@ -28,9 +30,14 @@ pub async fn relay_store_events(
                 beat_now.notify_one()
             }
             Some(StoreEvent::DrainRequested { .. }) => {}
+            Some(StoreEvent::CancelRequested { worker_id: target }) if target == worker_id => {
+                cancel_wake.notify_one()
+            }
+            Some(StoreEvent::CancelRequested { .. }) => {}
             Some(StoreEvent::Reconnected) => {
                 claim_wake.notify_one();
                 beat_now.notify_one();
+                cancel_wake.notify_one();
             }
             // The listener stops with the same token; only an early end is a failure.
             None if stop.is_cancelled() => return Ok(()),

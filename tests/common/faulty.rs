@@ -5,9 +5,9 @@
 use async_trait::async_trait;
 use handover::model::Phase;
 use handover::store::{
-    ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport, Job, JobFilter, JobId, JobStatus,
-    Lease, NewJob, SharedStore, ShutdownRecord, Store, StoreError, StoreResult, Subscription,
-    WorkerRegistration, WorkerRow,
+    CancelOutcome, ClaimedJob, CompletionRecord, DrainRequest, FailOutcome, HeartbeatReport, Job,
+    JobEvent, JobFilter, JobId, JobStatus, Lease, NewJob, ReleaseReason, RetryOutcome, SharedStore,
+    ShutdownRecord, Store, StoreError, StoreResult, Subscription, WorkerRegistration, WorkerRow,
 };
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -83,8 +83,31 @@ impl Store for FaultyStore {
     ) -> StoreResult<FailOutcome> {
         self.inner.fail(lease, error, backoff).await
     }
-    async fn release(&self, leases: &[Lease], resume_after: Duration) -> StoreResult<Vec<bool>> {
-        self.inner.release(leases, resume_after).await
+    async fn release(
+        &self,
+        leases: &[Lease],
+        resume_after: Duration,
+        reason: ReleaseReason,
+    ) -> StoreResult<Vec<bool>> {
+        self.inner.release(leases, resume_after, reason).await
+    }
+    async fn cancel(&self, ids: &[JobId]) -> StoreResult<Vec<CancelOutcome>> {
+        self.inner.cancel(ids).await
+    }
+    async fn finish_cancelled(&self, lease: &Lease) -> StoreResult<bool> {
+        self.inner.finish_cancelled(lease).await
+    }
+    async fn cancels_requested(&self, owner: &str) -> StoreResult<Vec<Lease>> {
+        self.inner.cancels_requested(owner).await
+    }
+    async fn retry(&self, ids: &[JobId], from_scratch: bool) -> StoreResult<Vec<RetryOutcome>> {
+        self.inner.retry(ids, from_scratch).await
+    }
+    async fn job_history(&self, id: JobId) -> StoreResult<(Vec<JobEvent>, Vec<CompletionRecord>)> {
+        self.inner.job_history(id).await
+    }
+    async fn served_kinds(&self) -> StoreResult<Vec<String>> {
+        self.inner.served_kinds().await
     }
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
         self.inner.rescue_expired().await

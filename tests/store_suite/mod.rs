@@ -39,7 +39,13 @@ macro_rules! store_tests {
             drain_requests_for_unknown_or_stopped_workers_are_refused,
             shutdown_records_round_trip,
             listing_filters_by_status,
-            claims_only_the_kinds_asked_for
+            claims_only_the_kinds_asked_for,
+            cancel_stops_waiting_jobs_at_once_and_asks_the_owner_of_running_ones,
+            a_completion_racing_a_cancel_has_exactly_one_winner,
+            a_cancelled_job_whose_owner_died_is_not_resurrected_by_the_rescuer,
+            retry_sends_finished_jobs_back_with_attempts_reset,
+            hand_backs_record_their_reason_and_checkpoint,
+            workers_announce_the_kinds_they_serve
         );
     };
     (@each $fixture:expr; $($name:ident),+) => {
@@ -72,6 +78,7 @@ fn registration(id: &str, lease_ttl: Duration) -> WorkerRegistration {
         listen_addr: None,
         concurrency: 4,
         lease_ttl,
+        kinds: vec!["demo".into()],
     }
 }
 
@@ -154,7 +161,11 @@ pub async fn lease_epochs_grow_strictly_across_claims(store: SharedStore) {
         last = claimed.lease.epoch;
         assert_eq!(
             store
-                .release(&[claimed.lease], std::time::Duration::ZERO)
+                .release(
+                    &[claimed.lease],
+                    std::time::Duration::ZERO,
+                    handover::store::ReleaseReason::Shutdown
+                )
                 .await
                 .unwrap(),
             vec![true]
@@ -198,7 +209,11 @@ pub async fn stale_lease_writes_change_nothing_and_say_so(store: SharedStore) {
     let stale = claim_one(&store, "w1", LONG).await.lease;
     store.checkpoint(&stale, &json!({"i": 1})).await.unwrap();
     store
-        .release(std::slice::from_ref(&stale), std::time::Duration::ZERO)
+        .release(
+            std::slice::from_ref(&stale),
+            std::time::Duration::ZERO,
+            handover::store::ReleaseReason::Shutdown,
+        )
         .await
         .unwrap();
     let current = claim_one(&store, "w2", LONG).await.lease;
@@ -212,7 +227,11 @@ pub async fn stale_lease_writes_change_nothing_and_say_so(store: SharedStore) {
     ));
     assert_eq!(
         store
-            .release(std::slice::from_ref(&stale), std::time::Duration::ZERO)
+            .release(
+                std::slice::from_ref(&stale),
+                std::time::Duration::ZERO,
+                handover::store::ReleaseReason::Shutdown
+            )
             .await
             .unwrap(),
         vec![false]
@@ -259,7 +278,11 @@ pub async fn a_job_is_completed_at_most_once(store: SharedStore) {
     assert_eq!(store.complete(&items).await.unwrap(), vec![false, false]);
     assert_eq!(
         store
-            .release(&leases, std::time::Duration::ZERO)
+            .release(
+                &leases,
+                std::time::Duration::ZERO,
+                handover::store::ReleaseReason::Shutdown
+            )
             .await
             .unwrap(),
         vec![false, false]
@@ -281,7 +304,11 @@ pub async fn release_keeps_the_checkpoint_and_does_not_count_an_attempt(store: S
         .unwrap();
     assert_eq!(
         store
-            .release(&[claimed.lease], std::time::Duration::ZERO)
+            .release(
+                &[claimed.lease],
+                std::time::Duration::ZERO,
+                handover::store::ReleaseReason::Shutdown
+            )
             .await
             .unwrap(),
         vec![true]
@@ -304,6 +331,7 @@ pub async fn a_release_can_hold_the_job_back_for_a_while(store: SharedStore) {
         .release(
             std::slice::from_ref(&claimed.lease),
             Duration::from_secs(3600),
+            handover::store::ReleaseReason::Shutdown,
         )
         .await
         .unwrap();
@@ -479,7 +507,11 @@ pub async fn heartbeat_reports_leases_the_worker_lost(store: SharedStore) {
         .collect();
     // Someone else ends up holding the first job.
     store
-        .release(&leases[..1], std::time::Duration::ZERO)
+        .release(
+            &leases[..1],
+            std::time::Duration::ZERO,
+            handover::store::ReleaseReason::Shutdown,
+        )
         .await
         .unwrap();
     claim_one(&store, "w2", LONG).await;
@@ -658,4 +690,314 @@ pub async fn claims_only_the_kinds_asked_for(store: SharedStore) {
     let claimed = store.claim("w1", &kinds(), 10, LONG).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].kind, "demo");
+}
+
+fn events_of(journey: &[handover::store::JobEvent]) -> Vec<String> {
+    journey.iter().map(|e| e.event.to_string()).collect()
+}
+
+async fn journey_of(store: &SharedStore, id: i64) -> Vec<handover::store::JobEvent> {
+    let job = store.get_job(id).await.unwrap().unwrap();
+    let (written, completions) = store.job_history(id).await.unwrap();
+    let shutdowns = store.list_shutdowns(100).await.unwrap();
+    handover::store::journey(&job, written, completions, &shutdowns)
+}
+
+pub async fn cancel_stops_waiting_jobs_at_once_and_asks_the_owner_of_running_ones(
+    store: SharedStore,
+) {
+    use handover::store::CancelOutcome;
+    let ids = store
+        .submit(&[demo_job(), demo_job(), demo_job()])
+        .await
+        .unwrap();
+    let running = claim_one(&store, "w1", LONG).await;
+    assert_eq!(running.lease.job_id, ids[0]);
+    let finished = claim_one(&store, "w1", LONG).await;
+    assert_eq!(
+        store
+            .complete(&[(finished.lease.clone(), json!({}))])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    let outcomes = store
+        .cancel(&[ids[0], ids[1], ids[2], 999_999])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            CancelOutcome::Requested { owner: "w1".into() },
+            CancelOutcome::Finished(JobStatus::Completed),
+            CancelOutcome::Cancelled,
+            CancelOutcome::NotFound,
+        ]
+    );
+    assert_eq!(
+        store.get_job(ids[2]).await.unwrap().unwrap().status,
+        JobStatus::Cancelled
+    );
+    // The running job is still running: only its owner ends it, by a fenced write.
+    let job = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Running);
+    assert!(job.cancel_requested);
+    assert_eq!(
+        store.cancels_requested("w1").await.unwrap(),
+        vec![running.lease.clone()]
+    );
+    assert!(store.cancels_requested("w2").await.unwrap().is_empty());
+    let stale = Lease {
+        epoch: running.lease.epoch + 1,
+        ..running.lease.clone()
+    };
+    assert!(!store.finish_cancelled(&stale).await.unwrap(), "fenced");
+    assert!(store.finish_cancelled(&running.lease).await.unwrap());
+    let job = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert!(store.cancels_requested("w1").await.unwrap().is_empty());
+    // A cancelled job is not claimed again, and cancelling it again is refused.
+    assert!(store
+        .claim("w2", &kinds(), 10, LONG)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.cancel(&[ids[0]]).await.unwrap(),
+        vec![CancelOutcome::Finished(JobStatus::Cancelled)]
+    );
+    assert_eq!(
+        events_of(&journey_of(&store, ids[0]).await),
+        ["submitted", "claimed", "cancel_requested", "cancelled"]
+    );
+    let journey = journey_of(&store, ids[0]).await;
+    assert_eq!(journey[1].worker_id.as_deref(), Some("w1"));
+    assert_eq!(journey[3].lease_epoch, Some(running.lease.epoch));
+    assert_eq!(
+        events_of(&journey_of(&store, ids[2]).await),
+        ["submitted", "cancelled"]
+    );
+}
+
+pub async fn a_completion_racing_a_cancel_has_exactly_one_winner(store: SharedStore) {
+    let ids = store.submit(&[demo_job(), demo_job()]).await.unwrap();
+    let first = claim_one(&store, "w1", LONG).await;
+    let second = claim_one(&store, "w1", LONG).await;
+    store.cancel(&ids).await.unwrap();
+    // The completion lands first for one job, the cancel for the other; the loser is told.
+    assert_eq!(
+        store
+            .complete(&[(first.lease.clone(), json!({"done": true}))])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    assert!(!store.finish_cancelled(&first.lease).await.unwrap());
+    assert!(store.finish_cancelled(&second.lease).await.unwrap());
+    assert_eq!(
+        store
+            .complete(&[(second.lease.clone(), json!({}))])
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    assert_eq!(
+        store.get_job(ids[0]).await.unwrap().unwrap().status,
+        JobStatus::Completed
+    );
+    assert_eq!(
+        store.get_job(ids[1]).await.unwrap().unwrap().status,
+        JobStatus::Cancelled
+    );
+    assert_eq!(
+        events_of(&journey_of(&store, ids[0]).await),
+        ["submitted", "claimed", "cancel_requested", "completed"]
+    );
+    assert_eq!(
+        events_of(&journey_of(&store, ids[1]).await),
+        ["submitted", "claimed", "cancel_requested", "cancelled"]
+    );
+    let audit = store.completion_counts().await.unwrap();
+    assert_eq!(audit, vec![(ids[0], 1)]);
+}
+
+pub async fn a_cancelled_job_whose_owner_died_is_not_resurrected_by_the_rescuer(
+    store: SharedStore,
+) {
+    let ids = store.submit(&[demo_job(), demo_job()]).await.unwrap();
+    let cancelled = claim_one(&store, "w1", Duration::from_millis(200)).await;
+    let _other = claim_one(&store, "w1", Duration::from_millis(200)).await;
+    store.cancel(&[cancelled.lease.job_id]).await.unwrap();
+    let rescued = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    eventually("both leases to expire and be rescued", || {
+        let (store, rescued) = (store.clone(), rescued.clone());
+        async move {
+            let now = store.rescue_expired().await.unwrap();
+            let mut all = rescued.lock().unwrap();
+            all.extend(now);
+            all.sort_unstable();
+            (all.len() == 2).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(*rescued.lock().unwrap(), ids);
+    assert_eq!(
+        store.get_job(ids[0]).await.unwrap().unwrap().status,
+        JobStatus::Cancelled
+    );
+    assert_eq!(
+        store.get_job(ids[1]).await.unwrap().unwrap().status,
+        JobStatus::Pending
+    );
+    let claimed = store.claim("w2", &kinds(), 10, LONG).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].lease.job_id, ids[1]);
+    let journey = journey_of(&store, ids[0]).await;
+    assert_eq!(
+        events_of(&journey),
+        ["submitted", "claimed", "cancel_requested", "rescued"]
+    );
+    assert_eq!(journey[3].worker_id.as_deref(), Some("w1"));
+    assert_eq!(journey[3].detail.as_ref().unwrap()["outcome"], "cancelled");
+}
+
+pub async fn retry_sends_finished_jobs_back_with_attempts_reset(store: SharedStore) {
+    use handover::store::RetryOutcome;
+    let ids = store
+        .submit(&[
+            NewJob {
+                max_attempts: 1,
+                ..demo_job()
+            },
+            demo_job(),
+            demo_job(),
+        ])
+        .await
+        .unwrap();
+    let dead = claim_one(&store, "w1", LONG).await;
+    store
+        .checkpoint(&dead.lease, &json!({"i": 3}))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.fail(&dead.lease, "boom", LONG).await.unwrap(),
+        FailOutcome::Dead
+    );
+    store.cancel(&[ids[1]]).await.unwrap();
+    let outcomes = store
+        .retry(&[ids[0], ids[1], ids[2], 999_999], false)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            RetryOutcome::Retried,
+            RetryOutcome::Retried,
+            RetryOutcome::Refused(JobStatus::Pending),
+            RetryOutcome::NotFound,
+        ]
+    );
+    let job = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Pending);
+    assert_eq!(job.attempts, 0);
+    assert_eq!(job.owner, None);
+    assert_eq!(job.error, None);
+    assert_eq!(job.checkpoint, Some(json!({"i": 3})), "kept");
+    let again = store
+        .claim("w2", &kinds(), 10, LONG)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|job| job.lease.job_id == ids[0])
+        .expect("the retried job is claimable again");
+    assert_eq!(again.attempt, 1);
+    assert_eq!(again.checkpoint, Some(json!({"i": 3})));
+    store.fail(&again.lease, "boom again", LONG).await.unwrap();
+    assert_eq!(
+        store.retry(&[ids[0]], true).await.unwrap(),
+        vec![RetryOutcome::Retried]
+    );
+    assert_eq!(
+        store.get_job(ids[0]).await.unwrap().unwrap().checkpoint,
+        None
+    );
+    let journey = journey_of(&store, ids[0]).await;
+    assert_eq!(
+        events_of(&journey),
+        [
+            "submitted",
+            "claimed",
+            "failed",
+            "retried",
+            "claimed",
+            "failed",
+            "retried"
+        ]
+    );
+    assert_eq!(journey[1].worker_id.as_deref(), Some("w1"));
+    assert_eq!(journey[4].worker_id.as_deref(), Some("w2"));
+    assert_eq!(journey[6].detail.as_ref().unwrap()["from_scratch"], true);
+}
+
+pub async fn hand_backs_record_their_reason_and_checkpoint(store: SharedStore) {
+    use handover::store::ReleaseReason;
+    let ids = store.submit(&[demo_job()]).await.unwrap();
+    let first = claim_one(&store, "w1", LONG).await;
+    store
+        .checkpoint(&first.lease, &json!({"i": 5}))
+        .await
+        .unwrap();
+    store
+        .release(
+            std::slice::from_ref(&first.lease),
+            Duration::ZERO,
+            ReleaseReason::Shutdown,
+        )
+        .await
+        .unwrap();
+    let second = claim_one(&store, "w2", LONG).await;
+    store
+        .complete(&[(second.lease.clone(), json!({"ok": 1}))])
+        .await
+        .unwrap();
+    let journey = journey_of(&store, ids[0]).await;
+    assert_eq!(
+        events_of(&journey),
+        ["submitted", "claimed", "released", "claimed", "completed"]
+    );
+    let released = &journey[2];
+    assert_eq!(released.worker_id.as_deref(), Some("w1"));
+    assert_eq!(released.lease_epoch, Some(first.lease.epoch));
+    let detail = released.detail.as_ref().unwrap();
+    assert_eq!(detail["reason"], "shutdown");
+    assert_eq!(detail["checkpoint"], json!({"i": 5}));
+    assert_eq!(journey[3].worker_id.as_deref(), Some("w2"));
+    assert_eq!(journey[4].worker_id.as_deref(), Some("w2"));
+    assert_eq!(journey[4].lease_epoch, Some(second.lease.epoch));
+    assert!(
+        journey.windows(2).all(|w| w[0].at <= w[1].at),
+        "oldest first"
+    );
+}
+
+pub async fn workers_announce_the_kinds_they_serve(store: SharedStore) {
+    assert!(store.served_kinds().await.unwrap().is_empty());
+    store
+        .register_worker(&WorkerRegistration {
+            kinds: vec!["resize".into(), "demo".into()],
+            ..registration("w1", LONG)
+        })
+        .await
+        .unwrap();
+    store
+        .register_worker(&WorkerRegistration {
+            kinds: vec!["email".into()],
+            ..registration("w2", LONG)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.served_kinds().await.unwrap(),
+        ["demo", "email", "resize"]
+    );
 }

@@ -168,7 +168,15 @@ impl Handler for ExecHandler {
         ));
 
         let mut term_sent = false;
+        // Once cancelled: when the group gets SIGKILL if it has not exited by then.
+        let mut kill_at: Option<tokio::time::Instant> = None;
         let waited = loop {
+            let kill_due = async {
+                match kill_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = ctx.abandoning() => {
@@ -180,6 +188,19 @@ impl Handler for ExecHandler {
                     return Err(JobError::LeaseLost);
                 }
                 waited = child.wait() => break waited,
+                _ = ctx.cancelled(), if kill_at.is_none() => {
+                    kill_at = Some(tokio::time::Instant::now() + ctx.cancel_grace());
+                    tracing::info!(pid, grace = ?ctx.cancel_grace(), "job cancelled: SIGTERM to the child's process group, SIGKILL after the grace");
+                    if !term_sent {
+                        term_sent = true;
+                        group.signal(Signal::SIGTERM);
+                    }
+                }
+                _ = kill_due => {
+                    tracing::warn!(pid, "cancelled job still running after the grace: SIGKILL to its process group");
+                    group.signal(Signal::SIGKILL);
+                    kill_at = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+                }
                 _ = ctx.stopping(), if !term_sent => {
                     term_sent = true;
                     tracing::info!(pid, "asking the child to checkpoint and exit 75: SIGTERM to its process group");

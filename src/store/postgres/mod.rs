@@ -11,10 +11,12 @@
 //! entry since the last vacuum), which is what a planner believing few jobs running picked.
 
 use super::{
-    applied_flags, one_line, parse_enum, ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport,
-    Job, JobFilter, JobId, JobStatus, Lease, NewJob, ShutdownRecord, Store, StoreError, StoreEvent,
+    applied_flags, one_line, parse_enum, CancelOutcome, ClaimedJob, CompletionRecord, DrainRequest,
+    FailOutcome, HeartbeatReport, Job, JobEvent, JobEventKind, JobFilter, JobId, JobStatus, Lease,
+    NewEvent, NewJob, ReleaseReason, RetryOutcome, ShutdownRecord, Store, StoreError, StoreEvent,
     StoreResult, Subscription, WorkerRegistration, WorkerRow,
 };
+mod control;
 mod rows;
 
 use self::rows::{
@@ -71,7 +73,7 @@ const CLAIM_SQL: &str = "WITH picked AS ( \
         ORDER BY priority DESC, run_after, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
     UPDATE jobs j SET status = 'running', owner = $1, lease_epoch = j.lease_epoch + 1, \
         lease_expires_at = now() + $2 * interval '1 millisecond', \
-        attempts = j.attempts + 1, updated_at = now() \
+        attempts = j.attempts + 1, updated_at = now(), claimed_at = now() \
     FROM picked WHERE j.id = picked.id \
     RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.lease_epoch, j.checkpoint";
 
@@ -81,10 +83,10 @@ const COMPLETE_SQL: &str = "WITH done AS ( \
             lease_expires_at = NULL, updated_at = now() \
         FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[]) AS b(id, owner, epoch, result) \
         WHERE j.id = b.id AND j.owner = b.owner AND j.lease_epoch = b.epoch AND j.lease_expires_at IS NOT NULL \
-        RETURNING j.id, j.lease_epoch, j.owner, j.updated_at), \
+        RETURNING j.id, j.lease_epoch, j.owner, j.updated_at, j.claimed_at), \
     audit AS ( \
-        INSERT INTO job_completions (job_id, lease_epoch, worker_id, completed_at) \
-        SELECT id, lease_epoch, owner, updated_at FROM done) \
+        INSERT INTO job_completions (job_id, lease_epoch, worker_id, completed_at, claimed_at) \
+        SELECT id, lease_epoch, owner, updated_at, claimed_at FROM done) \
     SELECT id FROM done";
 
 /// Renews the given (id, epoch) leases of worker $1 by $2 ms.
@@ -323,20 +325,34 @@ impl Store for PostgresStore {
         error: &str,
         backoff: Duration,
     ) -> StoreResult<FailOutcome> {
-        let status: Option<String> = sqlx::query_scalar(
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
             "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'failed' END, \
                 owner = CASE WHEN attempts >= max_attempts THEN owner ELSE NULL END, \
                 error = $4, lease_expires_at = NULL, \
                 run_after = now() + $5 * interval '1 millisecond', updated_at = now() \
-             WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status = 'running' RETURNING status",
+             WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status = 'running' \
+             RETURNING status, claimed_at",
         )
         .bind(lease.job_id)
         .bind(&lease.owner)
         .bind(lease.epoch)
         .bind(error)
         .bind(millis(backoff))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        if let Some((status, claimed_at)) = &row {
+            let detail = serde_json::json!({"error": error, "dead": status == "dead"});
+            let event = NewEvent::of_attempt(
+                JobEventKind::Failed,
+                lease,
+                *claimed_at,
+                detail.as_object().cloned().unwrap_or_default(),
+            );
+            control::insert_events(&mut tx, &[event]).await?;
+        }
+        tx.commit().await?;
+        let status = row.map(|(status, _)| status);
         match status.as_deref() {
             Some("dead") => Ok(FailOutcome::Dead),
             Some(_) => Ok(FailOutcome::Retry),
@@ -347,7 +363,12 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn release(&self, leases: &[Lease], resume_after: Duration) -> StoreResult<Vec<bool>> {
+    async fn release(
+        &self,
+        leases: &[Lease],
+        resume_after: Duration,
+        reason: ReleaseReason,
+    ) -> StoreResult<Vec<bool>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -355,13 +376,13 @@ impl Store for PostgresStore {
         refs.sort_by_key(|lease| lease.job_id);
         let (ids, owners, epochs) = lease_arrays(&refs);
         let mut tx = self.hot_pool.begin().await?;
-        let applied: Vec<JobId> = sqlx::query_scalar(
+        let released = sqlx::query(
             "UPDATE jobs j SET status = 'pending', owner = NULL, lease_expires_at = NULL, \
                 attempts = GREATEST(j.attempts - 1, 0), \
                 run_after = now() + $4 * interval '1 millisecond', updated_at = now() \
              FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS b(id, owner, epoch) \
              WHERE j.id = b.id AND j.owner = b.owner AND j.lease_epoch = b.epoch AND j.lease_expires_at IS NOT NULL \
-             RETURNING j.id",
+             RETURNING j.id, j.checkpoint, j.claimed_at",
         )
         .bind(&ids)
         .bind(&owners)
@@ -369,6 +390,31 @@ impl Store for PostgresStore {
         .bind(millis(resume_after))
         .fetch_all(&mut *tx)
         .await?;
+        let by_id: std::collections::HashMap<JobId, &Lease> =
+            leases.iter().map(|lease| (lease.job_id, lease)).collect();
+        let mut events = Vec::with_capacity(released.len());
+        let mut applied: Vec<JobId> = Vec::with_capacity(released.len());
+        for row in &released {
+            let id: JobId = row.try_get("id")?;
+            applied.push(id);
+            let Some(lease) = by_id.get(&id) else {
+                continue;
+            };
+            let mut detail = serde_json::Map::new();
+            detail.insert("reason".into(), Value::from(reason.as_str()));
+            detail.insert(
+                "checkpoint".into(),
+                row.try_get::<Option<Value>, _>("checkpoint")?
+                    .unwrap_or(Value::Null),
+            );
+            events.push(NewEvent::of_attempt(
+                JobEventKind::Released,
+                lease,
+                row.try_get("claimed_at")?,
+                detail,
+            ));
+        }
+        control::insert_events(&mut tx, &events).await?;
         if !applied.is_empty() {
             sqlx::query("SELECT pg_notify($1, 'jobs')")
                 .bind(&self.channel)
@@ -384,12 +430,25 @@ impl Store for PostgresStore {
 
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
         let mut tx = self.pool.begin().await?;
+        // A job whose cancel was requested ends `cancelled`: its owner is gone, so nobody else
+        // would stop it. Each rescue writes a `rescued` event with the owner it had.
         let mut rescued: Vec<JobId> = sqlx::query_scalar(
-            "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, \
-                error = 'lease expired while held by worker ' || owner || ' at epoch ' || lease_epoch, \
-                owner = CASE WHEN attempts >= max_attempts THEN owner ELSE NULL END, \
-                lease_expires_at = NULL, run_after = now(), updated_at = now() \
-             WHERE status = 'running' AND lease_expires_at < now() RETURNING id",
+            "WITH expired AS ( \
+                SELECT id, owner, claimed_at FROM jobs \
+                WHERE status = 'running' AND lease_expires_at < now() FOR UPDATE SKIP LOCKED), \
+             done AS ( \
+                UPDATE jobs j SET status = CASE WHEN j.cancel_requested THEN 'cancelled' \
+                        WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'pending' END, \
+                    error = 'lease expired while held by worker ' || j.owner || ' at epoch ' || j.lease_epoch, \
+                    owner = CASE WHEN j.cancel_requested OR j.attempts >= j.max_attempts THEN j.owner ELSE NULL END, \
+                    lease_expires_at = NULL, run_after = now(), updated_at = now() \
+                FROM expired e WHERE j.id = e.id \
+                RETURNING j.id, e.owner AS held_by, j.lease_epoch, e.claimed_at, j.status), \
+             events AS ( \
+                INSERT INTO job_events (job_id, event, worker_id, lease_epoch, detail) \
+                SELECT id, 'rescued', held_by, lease_epoch, \
+                    jsonb_build_object('claimed_at', claimed_at, 'outcome', status) FROM done) \
+             SELECT id FROM done",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -409,6 +468,30 @@ impl Store for PostgresStore {
         tx.commit().await?;
         rescued.sort_unstable();
         Ok(rescued)
+    }
+
+    async fn cancel(&self, ids: &[JobId]) -> StoreResult<Vec<CancelOutcome>> {
+        self.cancel_jobs(ids).await
+    }
+
+    async fn finish_cancelled(&self, lease: &Lease) -> StoreResult<bool> {
+        self.write_cancelled(lease).await
+    }
+
+    async fn cancels_requested(&self, owner: &str) -> StoreResult<Vec<Lease>> {
+        self.requested_cancels(owner).await
+    }
+
+    async fn retry(&self, ids: &[JobId], from_scratch: bool) -> StoreResult<Vec<RetryOutcome>> {
+        self.retry_jobs(ids, from_scratch).await
+    }
+
+    async fn job_history(&self, id: JobId) -> StoreResult<(Vec<JobEvent>, Vec<CompletionRecord>)> {
+        self.history(id).await
+    }
+
+    async fn served_kinds(&self) -> StoreResult<Vec<String>> {
+        self.announced_kinds().await
     }
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
@@ -442,8 +525,8 @@ impl Store for PostgresStore {
 
     async fn register_worker(&self, worker: &WorkerRegistration) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO workers (id, name, version, phase, listen_addr, concurrency, lease_ttl_ms) \
-             VALUES ($1, $2, $3, 'starting', $4, $5, $6)",
+            "INSERT INTO workers (id, name, version, phase, listen_addr, concurrency, lease_ttl_ms, kinds) \
+             VALUES ($1, $2, $3, 'starting', $4, $5, $6, $7)",
         )
         .bind(&worker.id)
         .bind(&worker.name)
@@ -451,6 +534,7 @@ impl Store for PostgresStore {
         .bind(&worker.listen_addr)
         .bind(i64::from(worker.concurrency))
         .bind(millis(worker.lease_ttl))
+        .bind(&worker.kinds)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -626,12 +710,20 @@ impl Store for PostgresStore {
                     _ = stop.cancelled() => return,
                 };
                 let event = match received {
-                    Ok(Some(notification)) => match notification.payload().strip_prefix("drain:") {
-                        Some(worker_id) => StoreEvent::DrainRequested {
-                            worker_id: worker_id.to_string(),
-                        },
-                        None => StoreEvent::JobsAvailable,
-                    },
+                    Ok(Some(notification)) => {
+                        let payload = notification.payload();
+                        if let Some(worker_id) = payload.strip_prefix("drain:") {
+                            StoreEvent::DrainRequested {
+                                worker_id: worker_id.to_string(),
+                            }
+                        } else if let Some(worker_id) = payload.strip_prefix("cancel:") {
+                            StoreEvent::CancelRequested {
+                                worker_id: worker_id.to_string(),
+                            }
+                        } else {
+                            StoreEvent::JobsAvailable
+                        }
+                    }
                     // The connection dropped (and will be re-established by the next call):
                     // anything sent meanwhile is lost, so have everyone look again.
                     Ok(None) => StoreEvent::Reconnected,

@@ -28,6 +28,8 @@ pub(super) fn job_from_row(row: &PgRow) -> StoreResult<Job> {
         error: row.try_get("error")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        claimed_at: row.try_get("claimed_at")?,
+        cancel_requested: row.try_get("cancel_requested")?,
     })
 }
 

@@ -6,9 +6,10 @@
 //! runnable index in order and stops at its limit; a batch drives primary-key lookups.
 
 use super::{
-    applied_flags, one_line, parse_enum, ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport,
-    Job, JobFilter, JobId, JobStatus, Lease, NewJob, ShutdownRecord, Store, StoreError,
-    StoreResult, WorkerRegistration, WorkerRow,
+    applied_flags, one_line, parse_enum, CancelOutcome, ClaimedJob, CompletionRecord, DrainRequest,
+    FailOutcome, HeartbeatReport, Job, JobEvent, JobEventKind, JobFilter, JobId, JobStatus, Lease,
+    NewEvent, NewJob, ReleaseReason, RetryOutcome, ShutdownRecord, Store, StoreError, StoreResult,
+    WorkerRegistration, WorkerRow,
 };
 mod file;
 mod rows;
@@ -110,6 +111,8 @@ impl SqliteStore {
     }
 }
 
+mod control;
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
@@ -195,6 +198,8 @@ impl Store for SqliteStore {
             "lease_expires_at = ",
             now_ms!(),
             " + ?2, attempts = attempts + 1, updated_at = ",
+            now_ms!(),
+            ", claimed_at = ",
             now_ms!(),
             " WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_runnable WHERE status IN ('pending', 'failed') AND run_after <= ",
             now_ms!(),
@@ -298,18 +303,31 @@ impl Store for SqliteStore {
             now_ms!(),
             " + ?5, updated_at = ",
             now_ms!(),
-            " WHERE id = ?1 AND owner = ?2 AND lease_epoch = ?3 AND status = 'running' RETURNING status"
+            " WHERE id = ?1 AND owner = ?2 AND lease_epoch = ?3 AND status = 'running' RETURNING status, claimed_at"
         );
         let mut w = self.write().await?;
-        let status: Option<String> = sqlx::query_scalar(FAIL)
+        let mut tx = w.begin().await?;
+        let row: Option<(String, Option<i64>)> = sqlx::query_as(FAIL)
             .bind(lease.job_id)
             .bind(&lease.owner)
             .bind(lease.epoch)
             .bind(error)
             .bind(duration_ms(backoff))
-            .fetch_optional(&mut *w)
+            .fetch_optional(&mut *tx)
             .await?;
+        if let Some((status, claimed_at)) = &row {
+            let detail = serde_json::json!({"error": error, "dead": status == "dead"});
+            let event = NewEvent::of_attempt(
+                JobEventKind::Failed,
+                lease,
+                opt_time(*claimed_at),
+                detail.as_object().cloned().unwrap_or_default(),
+            );
+            control::insert_events(&mut tx, &[event]).await?;
+        }
+        tx.commit().await?;
         w.finish();
+        let status = row.map(|(status, _)| status);
         match status.as_deref() {
             Some("dead") => Ok(FailOutcome::Dead),
             Some(_) => Ok(FailOutcome::Retry),
@@ -320,7 +338,12 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn release(&self, leases: &[Lease], resume_after: Duration) -> StoreResult<Vec<bool>> {
+    async fn release(
+        &self,
+        leases: &[Lease],
+        resume_after: Duration,
+        reason: ReleaseReason,
+    ) -> StoreResult<Vec<bool>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -332,14 +355,40 @@ impl Store for SqliteStore {
             now_ms!(),
             " FROM (SELECT value FROM json_each(?1)) AS b ",
             "WHERE jobs.id = b.value ->> '$.job_id' AND jobs.owner = b.value ->> '$.owner' ",
-            "AND jobs.lease_epoch = b.value ->> '$.epoch' AND +jobs.status = 'running' RETURNING jobs.id"
+            "AND jobs.lease_epoch = b.value ->> '$.epoch' AND +jobs.status = 'running' ",
+            "RETURNING jobs.id, jobs.checkpoint, jobs.claimed_at"
         );
         let mut w = self.write().await?;
-        let applied: Vec<JobId> = sqlx::query_scalar(RELEASE)
+        let mut tx = w.begin().await?;
+        let rows: Vec<(JobId, Option<String>, Option<i64>)> = sqlx::query_as(RELEASE)
             .bind(to_json_text(&leases)?)
             .bind(duration_ms(resume_after))
-            .fetch_all(&mut *w)
+            .fetch_all(&mut *tx)
             .await?;
+        let by_id: std::collections::HashMap<JobId, &Lease> =
+            leases.iter().map(|lease| (lease.job_id, lease)).collect();
+        let mut events = Vec::with_capacity(rows.len());
+        let mut applied = Vec::with_capacity(rows.len());
+        for (id, checkpoint, claimed_at) in rows {
+            applied.push(id);
+            let Some(lease) = by_id.get(&id) else {
+                continue;
+            };
+            let mut detail = serde_json::Map::new();
+            detail.insert("reason".into(), Value::from(reason.as_str()));
+            detail.insert(
+                "checkpoint".into(),
+                parse_json(checkpoint)?.unwrap_or(Value::Null),
+            );
+            events.push(NewEvent::of_attempt(
+                JobEventKind::Released,
+                lease,
+                opt_time(claimed_at),
+                detail,
+            ));
+        }
+        control::insert_events(&mut tx, &events).await?;
+        tx.commit().await?;
         w.finish();
         Ok(applied_flags(
             leases.iter().map(|lease| lease.job_id),
@@ -348,17 +397,31 @@ impl Store for SqliteStore {
     }
 
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
+        // The events first (a write, so the transaction takes the write lock up front), with the
+        // owner and claim time the rescue is about to clear; then the jobs they name.
+        const RESCUED_EVENTS: &str = concat!(
+            "INSERT INTO job_events (job_id, event, at, worker_id, lease_epoch, detail) ",
+            "SELECT id, 'rescued', ",
+            now_ms!(),
+            ", owner, lease_epoch, json_object('claimed_at', ",
+            "strftime('%Y-%m-%dT%H:%M:%fZ', claimed_at / 1000.0, 'unixepoch'), 'outcome', ",
+            "CASE WHEN cancel_requested = 1 THEN 'cancelled' WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END) ",
+            "FROM jobs INDEXED BY jobs_running_lease WHERE status = 'running' AND lease_expires_at < ",
+            now_ms!(),
+            " RETURNING job_id"
+        );
+        // A job whose cancel was requested ends `cancelled`: its owner is gone, so nobody else
+        // would stop it.
         const RESCUE: &str = concat!(
-            "UPDATE jobs INDEXED BY jobs_running_lease SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, ",
+            "UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ",
+            "WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, ",
             "error = 'lease expired while held by worker ' || owner || ' at epoch ' || lease_epoch, ",
-            "owner = CASE WHEN attempts >= max_attempts THEN owner ELSE NULL END, ",
+            "owner = CASE WHEN cancel_requested = 1 OR attempts >= max_attempts THEN owner ELSE NULL END, ",
             "lease_expires_at = NULL, run_after = ",
             now_ms!(),
             ", updated_at = ",
             now_ms!(),
-            " WHERE status = 'running' AND lease_expires_at < ",
-            now_ms!(),
-            " RETURNING id"
+            " WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'running' RETURNING id"
         );
         const DECLARE_DEAD: &str = concat!(
             "UPDATE workers SET declared_dead_at = ",
@@ -367,11 +430,47 @@ impl Store for SqliteStore {
             now_ms!()
         );
         let mut w = self.write().await?;
-        let mut rescued: Vec<JobId> = sqlx::query_scalar(RESCUE).fetch_all(&mut *w).await?;
-        sqlx::query(DECLARE_DEAD).execute(&mut *w).await?;
+        let mut tx = w.begin().await?;
+        let expired: Vec<JobId> = sqlx::query_scalar(RESCUED_EVENTS)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut rescued: Vec<JobId> = if expired.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_scalar(RESCUE)
+                .bind(to_json_text(&expired)?)
+                .fetch_all(&mut *tx)
+                .await?
+        };
+        sqlx::query(DECLARE_DEAD).execute(&mut *tx).await?;
+        tx.commit().await?;
         w.finish();
         rescued.sort_unstable();
         Ok(rescued)
+    }
+
+    async fn cancel(&self, ids: &[JobId]) -> StoreResult<Vec<CancelOutcome>> {
+        self.cancel_jobs(ids).await
+    }
+
+    async fn finish_cancelled(&self, lease: &Lease) -> StoreResult<bool> {
+        self.write_cancelled(lease).await
+    }
+
+    async fn cancels_requested(&self, owner: &str) -> StoreResult<Vec<Lease>> {
+        self.requested_cancels(owner).await
+    }
+
+    async fn retry(&self, ids: &[JobId], from_scratch: bool) -> StoreResult<Vec<RetryOutcome>> {
+        self.retry_jobs(ids, from_scratch).await
+    }
+
+    async fn job_history(&self, id: JobId) -> StoreResult<(Vec<JobEvent>, Vec<CompletionRecord>)> {
+        self.history(id).await
+    }
+
+    async fn served_kinds(&self) -> StoreResult<Vec<String>> {
+        self.announced_kinds().await
     }
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
@@ -405,8 +504,8 @@ impl Store for SqliteStore {
 
     async fn register_worker(&self, worker: &WorkerRegistration) -> StoreResult<()> {
         const REGISTER: &str = concat!(
-            "INSERT INTO workers (id, name, version, phase, listen_addr, concurrency, lease_ttl_ms, started_at, heartbeat_at) ",
-            "VALUES (?1, ?2, ?3, 'starting', ?4, ?5, ?6, ",
+            "INSERT INTO workers (id, name, version, phase, listen_addr, concurrency, lease_ttl_ms, kinds, started_at, heartbeat_at) ",
+            "VALUES (?1, ?2, ?3, 'starting', ?4, ?5, ?6, ?7, ",
             now_ms!(),
             ", ",
             now_ms!(),
@@ -420,6 +519,7 @@ impl Store for SqliteStore {
             .bind(&worker.listen_addr)
             .bind(worker.concurrency)
             .bind(duration_ms(worker.lease_ttl))
+            .bind(to_json_text(&worker.kinds)?)
             .execute(&mut *w)
             .await?;
         w.finish();

@@ -39,6 +39,8 @@ pub(super) fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Job> {
         error: row.try_get("error")?,
         created_at: millis_to_time(row.try_get("created_at")?),
         updated_at: millis_to_time(row.try_get("updated_at")?),
+        claimed_at: opt_time(row.try_get("claimed_at")?),
+        cancel_requested: row.try_get("cancel_requested")?,
     })
 }
 

@@ -1,0 +1,370 @@
+//! Job control on the real binary: a cancel reaches a running `exec` job's processes (SIGTERM,
+//! then SIGKILL after `--cancel-grace`) and leaves the worker ready and claiming; retry; a job's
+//! journey over HTTP; and every new endpoint and command tried with bad input.
+
+mod common;
+
+use common::{run_cli, wait_for, TestStore, WorkerProcess};
+use handover::store::{JobId, JobStatus, NewJob};
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const GRACE_MS: u64 = 600;
+
+/// A script that ignores SIGTERM (so only the SIGKILL after the grace ends it), writes its pid to
+/// `$1` once started, and runs until killed, with a child in its process group.
+fn stubborn_script(store: &TestStore) -> PathBuf {
+    let path = store.dir.path().join("stubborn.sh");
+    std::fs::write(
+        &path,
+        "trap '' TERM\necho $$ > \"$1.tmp\" && mv \"$1.tmp\" \"$1\"\nwhile :; do sleep 1; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Live (not zombie) members of a process group.
+fn group_members(pgid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+        })
+        .collect()
+}
+
+async fn read_pid(path: &Path) -> i32 {
+    wait_for("the job's pid file", Duration::from_secs(20), || async {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    })
+    .await
+}
+
+async fn events(worker: &WorkerProcess, id: JobId) -> Vec<Value> {
+    let job: Value = worker
+        .admin_get(&format!("/api/jobs/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    job["events"].as_array().cloned().unwrap_or_default()
+}
+
+fn names(events: &[Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["event"].as_str()).collect()
+}
+
+/// Cancels the running job over HTTP; returns how long until the store says `cancelled`.
+async fn cancel_and_wait(store: &TestStore, worker: &WorkerProcess, id: JobId) -> Duration {
+    let asked = Instant::now();
+    let response = worker
+        .admin_post(&format!("/api/jobs/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["cancel_requested"], true);
+    assert_eq!(body["owner"], json!(worker.id));
+    store
+        .wait_for_status(id, JobStatus::Cancelled, Duration::from_secs(20))
+        .await;
+    asked.elapsed()
+}
+
+async fn a_cancel_reaches_a_running_exec_job(store: TestStore) {
+    let grace = format!("{GRACE_MS}ms");
+    let mut worker = WorkerProcess::start(
+        &store,
+        &[("--cancel-grace", &grace), ("--concurrency", "2")],
+    )
+    .await;
+    let script = stubborn_script(&store);
+    let pid_file = store.dir.path().join("pid");
+    let id = store
+        .store
+        .submit(&[NewJob::new(
+            "exec",
+            json!({"cmd": ["sh", script.to_str().unwrap(), pid_file.to_str().unwrap()]}),
+        )])
+        .await
+        .unwrap()[0];
+    let leader = read_pid(&pid_file).await;
+    wait_for("the script's child", Duration::from_secs(10), || async {
+        (group_members(leader).len() >= 2).then_some(())
+    })
+    .await;
+
+    let took = cancel_and_wait(&store, &worker, id).await;
+    // SIGTERM is ignored: only the SIGKILL after the grace ends the group.
+    assert!(
+        took >= Duration::from_millis(GRACE_MS),
+        "cancelled after {took:?}, before the grace"
+    );
+    assert!(took < Duration::from_secs(10), "cancel took {took:?}");
+    assert!(
+        group_members(leader).is_empty(),
+        "processes left: {:?}",
+        group_members(leader)
+    );
+    let job = store.job(id).await;
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert_eq!(job.attempts, 1);
+    // The worker stays ready, counted the cancel, freed the slot and goes on claiming.
+    assert_eq!(worker.admin_get("/readyz").await.status(), 200);
+    assert_eq!(
+        worker
+            .metric(r#"handover_jobs_cancelled_total{kind="exec"}"#)
+            .await,
+        1.0
+    );
+    let status = worker.status().await;
+    assert_eq!(status["in_flight"], json!([]), "{status}");
+    let noop = store.submit("noop", json!({})).await;
+    store
+        .wait_for_status(noop, JobStatus::Completed, Duration::from_secs(10))
+        .await;
+    let journey = events(&worker, id).await;
+    assert_eq!(
+        names(&journey),
+        ["submitted", "claimed", "cancel_requested", "cancelled"]
+    );
+    assert!(journey[1..]
+        .iter()
+        .all(|e| e["worker_id"] == json!(worker.id)));
+
+    // Finished: a second cancel is refused; a retry runs it again, and it can be cancelled again.
+    let again = worker
+        .admin_post(&format!("/api/jobs/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(again.status(), 409);
+    std::fs::remove_file(&pid_file).unwrap();
+    let retried = worker
+        .admin_post(&format!("/api/jobs/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(retried.status(), 200);
+    let leader = read_pid(&pid_file).await;
+    assert_eq!(store.job(id).await.attempts, 1, "attempts were reset");
+    cancel_and_wait(&store, &worker, id).await;
+    assert!(group_members(leader).is_empty());
+    assert_eq!(
+        names(&events(&worker, id).await),
+        [
+            "submitted",
+            "claimed",
+            "cancel_requested",
+            "cancelled",
+            "retried",
+            "claimed",
+            "cancel_requested",
+            "cancelled"
+        ]
+    );
+
+    worker.signal(Signal::SIGTERM);
+    let exit = worker.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(exit.code(), Some(0), "log:\n{}", worker.log());
+}
+
+#[tokio::test]
+async fn a_cancel_reaches_a_running_exec_job_on_sqlite() {
+    a_cancel_reaches_a_running_exec_job(TestStore::new().await).await;
+}
+
+#[tokio::test]
+async fn a_cancel_reaches_a_running_exec_job_on_postgres() {
+    a_cancel_reaches_a_running_exec_job(TestStore::postgres().await).await;
+}
+
+#[tokio::test]
+async fn the_journey_shows_a_sigterm_hand_back_and_the_second_worker() {
+    let store = TestStore::new().await;
+    let mut first = WorkerProcess::start(&store, &[]).await;
+    let spec = common::DemoSpec::timed("journey", 0.1, 30);
+    let id = store.submit("demo", spec.payload()).await;
+    store
+        .wait_for_checkpoint(id, 1, Duration::from_secs(20))
+        .await;
+    first.signal(Signal::SIGTERM);
+    assert_eq!(
+        first.wait_exit(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    let mut second = WorkerProcess::start(&store, &[]).await;
+    store
+        .wait_for_status(id, JobStatus::Completed, Duration::from_secs(60))
+        .await;
+    let journey = events(&second, id).await;
+    assert_eq!(
+        names(&journey),
+        ["submitted", "claimed", "released", "claimed", "completed"]
+    );
+    assert_eq!(journey[1]["worker_id"], json!(first.id));
+    let released = &journey[2];
+    assert_eq!(released["worker_id"], json!(first.id));
+    assert_eq!(released["detail"]["reason"], "shutdown");
+    assert_eq!(released["detail"]["shutdown_id"], json!(first.id));
+    assert!(released["detail"]["checkpoint"]["i"].as_u64().unwrap() > 0);
+    assert_eq!(journey[3]["worker_id"], json!(second.id));
+    assert_eq!(journey[4]["worker_id"], json!(second.id));
+    // The page shows both workers and links the hand-back to the shutdown record.
+    let page = second
+        .admin_get(&format!("/jobs/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&format!("href=\"/fleet#shutdown-{}\"", first.id)));
+    assert!(page.contains(&second.id[..8]));
+    second.signal(Signal::SIGTERM);
+    assert_eq!(
+        second.wait_exit(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn the_job_endpoints_refuse_bad_input_with_a_clear_error() {
+    let store = TestStore::new().await;
+    let mut worker = WorkerProcess::start(&store, &[]).await;
+    let pending = store
+        .store
+        .submit(&[NewJob::new("noop-later", json!({}))])
+        .await
+        .unwrap()[0];
+    for (path, status, message) in [
+        ("/api/jobs/abc", 400, "positive integer"),
+        ("/api/jobs/0", 400, "positive integer"),
+        ("/api/jobs/-3", 400, "positive integer"),
+        ("/api/jobs/999999", 404, "not found"),
+        ("/jobs/abc", 400, "positive integer"),
+        ("/jobs/999999", 404, "not found"),
+    ] {
+        let response = worker.admin_get(path).await;
+        assert_eq!(response.status(), status, "GET {path}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(message), "GET {path}: {body}");
+    }
+    let posts = [
+        ("/api/jobs/abc/cancel", json!({}), 400, "positive integer"),
+        ("/api/jobs/999999/cancel", json!({}), 404, "not found"),
+        (
+            &*format!("/api/jobs/{pending}/cancel"),
+            json!({"bogus": 1}),
+            400,
+            "unknown field",
+        ),
+        (
+            &*format!("/api/jobs/{pending}/cancel"),
+            json!({"from_scratch": true}),
+            400,
+            "retry only",
+        ),
+        (
+            &*format!("/api/jobs/{pending}/retry"),
+            json!({"from_scratch": "yes"}),
+            400,
+            "malformed",
+        ),
+        (
+            &*format!("/api/jobs/{pending}/retry"),
+            json!({}),
+            409,
+            "only dead, failed and cancelled",
+        ),
+        ("/api/jobs/999999/retry", json!({}), 404, "not found"),
+        (
+            "/api/jobs",
+            json!({"kind": "teleport"}),
+            400,
+            "known kinds: demo, exec, noop",
+        ),
+    ];
+    for (path, body, status, message) in posts {
+        let response = worker.admin_post(path, body.clone()).await;
+        assert_eq!(response.status(), status, "POST {path} {body}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains(message), "POST {path} {body}: {text}");
+    }
+    // Nothing was changed by the refusals.
+    assert_eq!(store.job(pending).await.status, JobStatus::Pending);
+    let allowed = worker
+        .admin_post(
+            "/api/jobs",
+            json!({"kind": "teleport", "allow_unknown_kind": true}),
+        )
+        .await;
+    assert_eq!(allowed.status(), 201);
+    let cancelled = worker
+        .admin_post(&format!("/api/jobs/{pending}/cancel"), json!({}))
+        .await;
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(store.job(pending).await.status, JobStatus::Cancelled);
+    worker.signal(Signal::SIGTERM);
+    worker.wait_exit(Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn cancel_retry_and_submit_on_the_command_line() {
+    let store = TestStore::new().await;
+    let url = store.url.as_str();
+    for (args, message) in [
+        (vec!["cancel", "--store", url], "JOB"),
+        (vec!["cancel", "--store", url, "abc"], "invalid value"),
+        (vec!["cancel", "--store", url, "0"], "invalid value"),
+        (vec!["retry", "--store", url, "-1"], "unexpected argument"),
+        (
+            vec!["retry", "--store", url, "1", "--from-scratch=maybe"],
+            "from-scratch",
+        ),
+    ] {
+        let (code, _, stderr) = run_cli(&args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    let (code, _, stderr) = run_cli(&["submit", "--store", url, "--kind", "teleport"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("known kinds: demo, exec, noop") && stderr.contains("--allow-unknown-kind"),
+        "{stderr}"
+    );
+    assert!(
+        store.all_jobs().await.is_empty(),
+        "a refused submit writes nothing"
+    );
+    let (code, stdout, stderr) = run_cli(&[
+        "submit",
+        "--store",
+        url,
+        "--kind",
+        "teleport",
+        "--allow-unknown-kind",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let id: i64 = stdout.trim().parse().unwrap();
+    let done = store.submit("noop", json!({})).await;
+
+    let (code, stdout, stderr) = run_cli(&["cancel", "--store", url, &id.to_string(), "999999"]);
+    assert_eq!(code, 1, "one of them was not found");
+    assert!(stdout.contains(&format!("job {id}: cancelled")), "{stdout}");
+    assert!(stderr.contains("job 999999 not found"), "{stderr}");
+    assert_eq!(store.job(id).await.status, JobStatus::Cancelled);
+
+    let (code, stdout, stderr) = run_cli(&["retry", "--store", url, &id.to_string()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("pending again"), "{stdout}");
+    assert_eq!(store.job(id).await.status, JobStatus::Pending);
+    let (code, _, stderr) = run_cli(&["retry", "--store", url, &done.to_string()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("is pending"), "{stderr}");
+}
