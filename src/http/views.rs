@@ -207,10 +207,22 @@ pub fn job_event_view(event: &crate::model::JobEvent) -> JobEventView {
         epoch: event
             .lease_epoch
             .map_or_else(String::new, |epoch| epoch.to_string()),
-        detail: event
-            .detail
-            .as_ref()
-            .map_or_else(String::new, |d| d.to_string()),
+        // What the columns and the link already say is left out.
+        detail: match &event.detail {
+            Some(serde_json::Value::Object(detail)) => {
+                let mut shown = detail.clone();
+                for said in ["claimed_at", "shutdown_id", "shutdown_trigger"] {
+                    shown.remove(said);
+                }
+                if shown.is_empty() {
+                    String::new()
+                } else {
+                    serde_json::Value::Object(shown).to_string()
+                }
+            }
+            Some(other) => other.to_string(),
+            None => String::new(),
+        },
         shutdown_id,
     }
 }

@@ -350,4 +350,98 @@ describe('admin pages in a real browser', { timeout: 240_000 }, () => {
     });
     await context.close();
   });
+
+  test('a running exec job is cancelled and retried from its page; its journey crosses a SIGTERM to a second worker', { timeout: 180_000 }, async () => {
+    const store = await freshStore('control');
+    const pidFile = path.join(store.dir, 'pid');
+    const script = path.join(store.dir, 'job.sh');
+    await writeFile(script, 'echo $$ > "$1.tmp" && mv "$1.tmp" "$1"\nexec sleep 300\n');
+    const out = await cli(['submit', '--store', store.url, '--kind', 'exec', '--', 'sh', script, pidFile]);
+    const jobId = Number(out.trim());
+    const readPid = () => waitFor(async () => {
+      const { readFile } = await import('node:fs/promises');
+      const text = await readFile(pidFile, 'utf8').catch(() => '');
+      return Number(text.trim()) || 0;
+    }, 30_000, 'the job to start and write its pid');
+    const alive = (pid) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+    const workerIds = async () => JSON.parse(await cli(['workers', '--store', store.url, '--json'])).map((w) => w.id);
+
+    const first = startWorker(store.url);
+    const base = `http://${await workerAddress(store.url, first)}`;
+    const [firstId] = await workerIds();
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const seen = watchPage(page);
+    await diagnose('control', page, first, async () => {
+      await login(page, base);
+      const pid = await readPid();
+      await page.goto(`${base}/jobs/${jobId}`);
+      assert.equal((await page.textContent('#job-status')).trim(), 'running');
+      await Promise.all([
+        page.waitForURL((url) => url.pathname === `/jobs/${jobId}`, { timeout: 15_000 }),
+        page.click('#cancel-job button[type="submit"]'),
+      ]);
+      assert.match(seen.dialogs.at(-1), /Cancel job #/);
+      await waitFor(async () => {
+        await page.reload();
+        return (await page.textContent('#job-status')).trim() === 'cancelled';
+      }, 30_000, 'the job page to say cancelled');
+      await waitFor(() => !alive(pid), 10_000, 'the cancelled job\'s process to be gone');
+      assert.equal((await fetch(`${base}/readyz`)).status, 200, 'the worker stays ready');
+      const journey = await page.$$eval('#journey tbody tr', (rows) => rows.map((r) => r.dataset.event));
+      assert.deepEqual(journey, ['submitted', 'claimed', 'cancel_requested', 'cancelled']);
+      await shot(page, 'job-cancelled-1280');
+
+      // Retry: it runs again on the same worker.
+      await rm(pidFile, { force: true });
+      await Promise.all([
+        page.waitForURL((url) => url.pathname === `/jobs/${jobId}`, { timeout: 15_000 }),
+        page.click('#retry-job button[type="submit"]:not([name])'),
+      ]);
+      await readPid();
+      await page.reload();
+      assert.equal((await page.textContent('#job-status')).trim(), 'running');
+
+      // A SIGTERM hands it back; a second worker takes it.
+      first.child.kill('SIGTERM');
+      const exit = await withTimeout(first.exited, 30_000, 'the first worker to exit');
+      assert.equal(exit.code, 0, first.log());
+    });
+    await rm(pidFile, { force: true });
+    const second = startWorker(store.url);
+    const base2 = `http://${await workerAddress(store.url, second)}`;
+    const secondId = (await workerIds()).find((id) => id !== firstId);
+    await diagnose('journey', page, second, async () => {
+      await login(page, base2);
+      await readPid();
+      await page.goto(`${base2}/jobs/${jobId}`);
+      const rows = await page.$$eval('#journey tbody tr', (trs) => trs.map((r) => [r.dataset.event, r.dataset.workerId]));
+      assert.deepEqual(rows.map((r) => r[0]), [
+        'submitted', 'claimed', 'cancel_requested', 'cancelled', 'retried', 'claimed', 'released', 'claimed',
+      ]);
+      assert.equal(rows[6][1], firstId, 'the hand-back was the first worker\'s');
+      assert.equal(rows[7][1], secondId, 'the second worker claimed it');
+      const link = await page.getAttribute('#journey a.shutdown-link', 'href');
+      assert.equal(link, `/fleet#shutdown-${firstId}`);
+      await shot(page, 'job-journey-1280');
+      await page.click('#journey a.shutdown-link');
+      await page.waitForSelector(`#shutdown-${firstId}`, { timeout: 15_000 });
+      // Clean up: cancel the running job from its page, then stop the worker.
+      await page.goto(`${base2}/jobs/${jobId}`);
+      await Promise.all([
+        page.waitForURL((url) => url.pathname === `/jobs/${jobId}`, { timeout: 15_000 }),
+        page.click('#cancel-job button[type="submit"]'),
+      ]);
+      await waitFor(async () => {
+        await page.reload();
+        return (await page.textContent('#job-status')).trim() === 'cancelled';
+      }, 30_000, 'the job to be cancelled on the second worker');
+      assert.deepEqual(seen.cspViolations, [], 'no CSP violations');
+      assert.deepEqual(seen.pageErrors, [], 'no script errors');
+      second.child.kill('SIGTERM');
+      const exit = await withTimeout(second.exited, 30_000, 'the second worker to exit');
+      assert.equal(exit.code, 0, second.log());
+    });
+    await context.close();
+  });
 });
