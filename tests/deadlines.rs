@@ -163,6 +163,9 @@ impl Store for MemoryStore {
     async fn served_kinds(&self) -> StoreResult<Vec<String>> {
         unimplemented!("{UNUSED}")
     }
+    async fn page_jobs(&self, _query: &handover::store::JobPageQuery) -> StoreResult<Vec<Job>> {
+        unimplemented!("{UNUSED}")
+    }
     async fn get_job(&self, _id: JobId) -> StoreResult<Option<Job>> {
         unimplemented!("{UNUSED}")
     }

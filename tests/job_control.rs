@@ -368,3 +368,141 @@ async fn cancel_retry_and_submit_on_the_command_line() {
     assert_eq!(code, 1);
     assert!(stderr.contains("is pending"), "{stderr}");
 }
+
+/// A POST of a form body with the admin token (the jobs page's bulk form).
+async fn post_form(worker: &WorkerProcess, path: &str, body: &str) -> reqwest::Response {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(worker.url(path))
+        .bearer_auth(common::TOKEN)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn page(worker: &WorkerProcess, path: &str) -> (u16, String) {
+    let response = worker.admin_get(path).await;
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+fn row_ids(html: &str) -> Vec<i64> {
+    html.split("<tr data-job-id=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_jobs_page_filters_pages_by_keyset_and_acts_in_bulk() {
+    let store = TestStore::new().await;
+    let mut worker = WorkerProcess::start(&store, &[]).await;
+    // A kind no worker serves: nothing runs meanwhile, and the page marks every one of them.
+    let waiting: Vec<NewJob> = (0..250)
+        .map(|_| NewJob::new("nobody-serves", json!({})))
+        .collect();
+    let ids = store.store.submit(&waiting).await.unwrap();
+
+    let (status, first) = page(&worker, "/jobs").await;
+    assert_eq!(status, 200);
+    let shown = row_ids(&first);
+    assert_eq!(shown.len(), 200);
+    assert_eq!(shown[0], *ids.last().unwrap(), "newest first");
+    assert!(shown.windows(2).all(|w| w[0] > w[1]));
+    assert_eq!(
+        first.matches("unservable").count(),
+        200,
+        "no live worker runs them"
+    );
+    let next = first
+        .split("id=\"next-page\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a link to the older jobs")
+        .replace("&amp;", "&");
+    assert_eq!(next, format!("/jobs?before={}", shown[199]));
+    let (_, second) = page(&worker, &next).await;
+    let older = row_ids(&second);
+    assert_eq!(older.len(), 50);
+    assert_eq!(
+        older[0],
+        shown[199] - 1,
+        "the next page starts below the last id shown"
+    );
+    assert!(!second.contains("id=\"next-page\""));
+
+    let (_, filtered) = page(&worker, "/jobs?kind=demo").await;
+    assert!(row_ids(&filtered).is_empty());
+    let (_, by_status) = page(&worker, "/jobs?status=pending&kind=nobody-serves&limit=10").await;
+    assert_eq!(row_ids(&by_status).len(), 10);
+
+    let found = worker.admin_get(&format!("/jobs?id={}", ids[6])).await;
+    assert_eq!(found.status(), 200);
+    assert_eq!(found.url().path(), format!("/jobs/{}", ids[6]));
+    for (path, message) in [
+        ("/jobs?id=abc", "positive integer"),
+        ("/jobs?before=x", "before"),
+        ("/jobs?kind=bad%20kind", "kind"),
+        ("/jobs?limit=0", "limit"),
+        ("/jobs?status=sleeping", "sleeping"),
+        ("/jobs?colour=red", "unknown field"),
+    ] {
+        let (status, body) = page(&worker, path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains(message), "{path}: {body}");
+    }
+
+    // Bulk cancel, then bulk retry, of selected jobs; one of them cannot be retried.
+    let body = format!("action=cancel&ids={}&ids={}", ids[0], ids[1]);
+    let response = post_form(&worker, "/jobs/bulk", &body).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        response.headers()["location"],
+        "/jobs?bulk=cancel&done=2&refused=0"
+    );
+    assert_eq!(store.job(ids[0]).await.status, JobStatus::Cancelled);
+    assert_eq!(store.job(ids[1]).await.status, JobStatus::Cancelled);
+    let body = format!("action=retry&ids={}&ids={}", ids[0], ids[2]);
+    let response = post_form(&worker, "/jobs/bulk", &body).await;
+    assert_eq!(
+        response.headers()["location"],
+        "/jobs?bulk=retry&done=1&refused=1"
+    );
+    assert_eq!(store.job(ids[0]).await.status, JobStatus::Pending);
+    let (_, notice) = page(&worker, "/jobs?bulk=retry&done=1&refused=1").await;
+    assert!(notice.contains("retry: 1 done, 1 refused"), "{notice}");
+
+    for (body, status, message) in [
+        ("action=cancel".to_string(), 400, "select at least one job"),
+        (
+            format!("action=delete&ids={}", ids[3]),
+            400,
+            "cancel or retry",
+        ),
+        ("action=cancel&ids=abc".to_string(), 400, "positive integer"),
+        (
+            format!("action=cancel&ids={}&who=me", ids[3]),
+            400,
+            "unknown field",
+        ),
+    ] {
+        let response = post_form(&worker, "/jobs/bulk", &body).await;
+        assert_eq!(response.status(), status, "{body}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains(message), "{body}: {text}");
+    }
+    let json_body = worker
+        .admin_post("/jobs/bulk", json!({"action": "cancel", "ids": [ids[3]]}))
+        .await;
+    assert_eq!(json_body.status(), 415);
+    assert_eq!(
+        store.job(ids[3]).await.status,
+        JobStatus::Pending,
+        "refusals change nothing"
+    );
+    worker.signal(Signal::SIGTERM);
+    worker.wait_exit(Duration::from_secs(20)).await;
+}

@@ -149,3 +149,90 @@ pub async fn retry(
         RetryOutcome::NotFound => error(StatusCode::NOT_FOUND, format!("job {id} not found")),
     }
 }
+
+/// Jobs one bulk action may name.
+const MAX_BULK: usize = 1000;
+
+/// `POST /jobs/bulk` (the jobs page's form): `action` = `cancel` or `retry`, `ids` = each selected
+/// job; back to the jobs page saying how many were done and how many refused.
+pub async fn bulk(State(state): State<Arc<HttpState>>, request: Request) -> Response {
+    let (content_type, body) = match read_body(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    if !is_form(&content_type) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the selected jobs as a form (application/x-www-form-urlencoded)",
+        );
+    }
+    let pairs: Vec<(String, String)> = match serde_urlencoded::from_bytes(&body) {
+        Ok(pairs) => pairs,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("malformed form body: {err}"),
+            )
+        }
+    };
+    let mut action = None;
+    let mut ids = Vec::new();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "csrf" => {}
+            "action" => action = Some(value),
+            "ids" => match job_id(&value) {
+                Ok(id) => ids.push(id),
+                Err(message) => return error(StatusCode::BAD_REQUEST, message),
+            },
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown field {other:?} (expected action, ids)"),
+                )
+            }
+        }
+    }
+    if ids.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "select at least one job");
+    }
+    if ids.len() > MAX_BULK {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("at most {MAX_BULK} jobs at once"),
+        );
+    }
+    let (action, done) = match action.as_deref() {
+        Some("cancel") => match state.store.cancel(&ids).await {
+            Ok(outcomes) => (
+                "cancel",
+                outcomes
+                    .iter()
+                    .filter(|o| {
+                        matches!(
+                            o,
+                            CancelOutcome::Cancelled | CancelOutcome::Requested { .. }
+                        )
+                    })
+                    .count(),
+            ),
+            Err(err) => return store_error(err),
+        },
+        Some("retry") => match state.store.retry(&ids, false).await {
+            Ok(outcomes) => (
+                "retry",
+                outcomes
+                    .iter()
+                    .filter(|o| matches!(o, RetryOutcome::Retried))
+                    .count(),
+            ),
+            Err(err) => return store_error(err),
+        },
+        _ => return error(StatusCode::BAD_REQUEST, "action must be cancel or retry"),
+    };
+    let refused = ids.len() - done;
+    Redirect::to(&format!(
+        "/jobs?bulk={action}&done={done}&refused={refused}"
+    ))
+    .into_response()
+}

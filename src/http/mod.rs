@@ -90,6 +90,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/fleet", get(pages::fleet))
         .route("/jobs", get(pages::jobs))
         .route("/jobs/{id}", get(pages::job))
+        .route("/jobs/bulk", post(job_api::bulk))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin_page,

@@ -6,7 +6,7 @@ use super::auth::Caller;
 use super::fleet_api::store_error;
 use super::views::{self, Chrome, FleetPage, JobPage, JobsPage, WorkerPage};
 use super::{error, HttpState};
-use crate::store::{JobFilter, JobStatus};
+use crate::store::{JobPageQuery, JobStatus};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -87,14 +87,35 @@ pub async fn fleet(
 #[serde(deny_unknown_fields)]
 pub struct JobsQuery {
     status: Option<String>,
+    kind: Option<String>,
+    /// Keyset pagination: show jobs with a smaller id.
+    before: Option<String>,
     limit: Option<i64>,
+    /// "Find by id": go to that job's page.
+    id: Option<String>,
+    /// What a bulk action did (shown once, after its redirect).
+    bulk: Option<String>,
+    done: Option<u32>,
+    refused: Option<u32>,
 }
 
+/// `/jobs`: jobs newest first, by status and kind, a page at a time, with bulk cancel and retry.
 pub async fn jobs(
     State(state): State<Arc<HttpState>>,
     Extension(caller): Extension<Caller>,
     Query(query): Query<JobsQuery>,
 ) -> Response {
+    if let Some(id) = query
+        .id
+        .as_deref()
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+    {
+        return match super::job_api::job_id(id) {
+            Ok(id) => axum::response::Redirect::to(&format!("/jobs/{id}")).into_response(),
+            Err(message) => error(StatusCode::BAD_REQUEST, message),
+        };
+    }
     let status = match query
         .status
         .as_deref()
@@ -105,6 +126,24 @@ pub async fn jobs(
         Ok(status) => status,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    let kind = query
+        .kind
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(String::from);
+    if let Some(kind) = &kind {
+        if let Err(message) = crate::jobs::validate_kind(kind) {
+            return error(StatusCode::BAD_REQUEST, message);
+        }
+    }
+    let before = match query.before.as_deref().filter(|b| !b.is_empty()) {
+        Some(text) => match super::job_api::job_id(text) {
+            Ok(id) => Some(id),
+            Err(message) => return error(StatusCode::BAD_REQUEST, format!("before: {message}")),
+        },
+        None => None,
+    };
     let limit = query.limit.unwrap_or(JOBS_PER_PAGE);
     if !(1..=MAX_JOBS_PER_PAGE).contains(&limit) {
         return error(
@@ -112,22 +151,71 @@ pub async fn jobs(
             format!("limit must be between 1 and {MAX_JOBS_PER_PAGE}"),
         );
     }
-    let filter = JobFilter {
+    let page = JobPageQuery {
         status,
-        limit: Some(limit),
+        kind: kind.clone(),
+        before,
+        // One more than shown tells whether there is a next page.
+        limit: limit + 1,
     };
-    let (jobs, counts) =
-        match tokio::try_join!(state.store.list_jobs(&filter), state.store.count_jobs()) {
-            Ok(found) => found,
-            Err(err) => return store_error(err),
-        };
+    let (mut jobs, counts, workers) = match tokio::try_join!(
+        state.store.page_jobs(&page),
+        state.store.count_jobs(),
+        state.store.list_workers()
+    ) {
+        Ok(found) => found,
+        Err(err) => return store_error(err),
+    };
+    let more = jobs.len() as i64 > limit;
+    jobs.truncate(limit as usize);
+    let live_kinds: std::collections::BTreeSet<String> = workers
+        .iter()
+        .filter(|w| w.is_live())
+        .flat_map(|w| w.kinds.iter().cloned())
+        .collect();
+    let link = |before: Option<i64>| {
+        let mut params = Vec::new();
+        if let Some(status) = status {
+            params.push(format!("status={status}"));
+        }
+        if let Some(kind) = &kind {
+            params.push(format!("kind={kind}"));
+        }
+        if let Some(before) = before {
+            params.push(format!("before={before}"));
+        }
+        if limit != JOBS_PER_PAGE {
+            params.push(format!("limit={limit}"));
+        }
+        format!("/jobs?{}", params.join("&"))
+    };
+    let next_page = more.then(|| link(jobs.last().map(|j| j.id)));
+    let notice = match (query.bulk.as_deref(), query.done, query.refused) {
+        (Some(action @ ("cancel" | "retry")), Some(done), refused) => Some(format!(
+            "{action}: {done} done{}",
+            refused
+                .filter(|n| *n > 0)
+                .map_or_else(String::new, |n| format!(
+                    ", {n} refused (finished, or not in a state that allows it)"
+                ))
+        )),
+        _ => None,
+    };
     render(JobsPage {
         chrome: chrome(&state, &caller, "Jobs", "jobs"),
         status_filter: status.map(|s| s.to_string()),
+        kind_filter: kind.clone().unwrap_or_default(),
         counts: views::status_counts(&counts),
         total_shown: jobs.len(),
-        jobs: jobs.iter().map(views::job_view).collect(),
+        jobs: jobs
+            .iter()
+            .map(|job| views::job_view(job, &live_kinds))
+            .collect(),
         limit,
+        first_page: before.is_none(),
+        first_page_link: link(None),
+        next_page,
+        notice,
     })
 }
 

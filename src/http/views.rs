@@ -103,10 +103,16 @@ pub struct ShutdownView {
 pub struct JobsPage {
     pub chrome: Chrome,
     pub status_filter: Option<String>,
+    pub kind_filter: String,
     pub counts: Vec<(String, i64)>,
     pub jobs: Vec<JobView>,
     pub limit: i64,
     pub total_shown: usize,
+    pub first_page: bool,
+    pub first_page_link: String,
+    pub next_page: Option<String>,
+    /// What the last bulk action did.
+    pub notice: Option<String>,
 }
 
 pub struct JobView {
@@ -119,6 +125,8 @@ pub struct JobView {
     pub error: String,
     pub updated_at: String,
     pub payload: String,
+    /// Pending, and no live worker serves its kind: it waits for a worker that is not there.
+    pub unservable: bool,
 }
 
 #[derive(Template)]
@@ -363,7 +371,7 @@ pub fn shutdown_view(record: &ShutdownRecord) -> ShutdownView {
     }
 }
 
-pub fn job_view(job: &Job) -> JobView {
+pub fn job_view(job: &Job, live_kinds: &std::collections::BTreeSet<String>) -> JobView {
     JobView {
         id: job.id,
         kind: job.kind.clone(),
@@ -374,6 +382,8 @@ pub fn job_view(job: &Job) -> JobView {
         error: job.error.clone().unwrap_or_default(),
         updated_at: clock(job.updated_at),
         payload: job.payload.to_string(),
+        unservable: matches!(job.status, JobStatus::Pending | JobStatus::Failed)
+            && !live_kinds.contains(&job.kind),
     }
 }
 

@@ -44,6 +44,18 @@ pub struct WorkerRow {
     /// Set by a rescuer that found this worker's heartbeat older than its lease TTL.
     pub declared_dead_at: Option<DateTime<Utc>>,
     pub stopped_at: Option<DateTime<Utc>>,
+    /// The kinds it serves.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+}
+
+impl WorkerRow {
+    /// Running or draining, and not declared dead: it may still run jobs.
+    pub fn is_live(&self) -> bool {
+        self.stopped_at.is_none()
+            && self.declared_dead_at.is_none()
+            && !matches!(self.phase, super::Phase::Stopped)
+    }
 }
 
 /// What a heartbeat learnt from the store.

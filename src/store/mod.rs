@@ -58,6 +58,16 @@ pub struct JobFilter {
     pub limit: Option<i64>,
 }
 
+/// One page of jobs, newest first: at most `limit` jobs with an id below `before` (keyset
+/// pagination: the next page starts below the last id shown, at the same cost however deep).
+#[derive(Clone, Debug, Default)]
+pub struct JobPageQuery {
+    pub status: Option<JobStatus>,
+    pub kind: Option<String>,
+    pub before: Option<JobId>,
+    pub limit: i64,
+}
+
 /// What went wrong with a store operation. Each variant says who can fix it: retrying
 /// (`Unavailable`, `TimedOut`), the caller (`Invalid`, `NotFound`, `Conflict`), nobody but the
 /// fence (`LeaseLost`), or an operator (`Corrupt`, `Broken`, `Database`, `Migrate`).
@@ -262,6 +272,8 @@ pub trait Store: Send + Sync + 'static {
     async fn job_history(&self, id: JobId) -> StoreResult<(Vec<JobEvent>, Vec<CompletionRecord>)>;
     /// Every kind any worker of this store has announced.
     async fn served_kinds(&self) -> StoreResult<Vec<String>>;
+    /// One page of jobs, newest first (see [`JobPageQuery`]).
+    async fn page_jobs(&self, query: &JobPageQuery) -> StoreResult<Vec<Job>>;
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>>;
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;

@@ -109,6 +109,9 @@ impl Store for FaultyStore {
     async fn served_kinds(&self) -> StoreResult<Vec<String>> {
         self.inner.served_kinds().await
     }
+    async fn page_jobs(&self, query: &handover::store::JobPageQuery) -> StoreResult<Vec<Job>> {
+        self.inner.page_jobs(query).await
+    }
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
         self.inner.rescue_expired().await
     }

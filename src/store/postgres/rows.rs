@@ -60,6 +60,7 @@ pub(super) fn worker_from_row(row: &PgRow) -> StoreResult<WorkerRow> {
         drain_request: drain_from_row(row)?,
         declared_dead_at: row.try_get("declared_dead_at")?,
         stopped_at: row.try_get("stopped_at")?,
+        kinds: row.try_get("kinds")?,
     })
 }
 

@@ -473,6 +473,20 @@ impl Store for SqliteStore {
         self.announced_kinds().await
     }
 
+    async fn page_jobs(&self, query: &super::JobPageQuery) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2) \
+             AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
+        )
+        .bind(query.status.map(JobStatus::as_str))
+        .bind(&query.kind)
+        .bind(query.before)
+        .bind(query.limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
         let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1")
             .bind(id)

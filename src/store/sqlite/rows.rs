@@ -69,6 +69,8 @@ pub(super) fn worker_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Work
         drain_request,
         declared_dead_at: opt_time(row.try_get("declared_dead_at")?),
         stopped_at: opt_time(row.try_get("stopped_at")?),
+        kinds: serde_json::from_str(&row.try_get::<String, _>("kinds")?)
+            .map_err(|e| StoreError::Corrupt(format!("worker kinds: {e}")))?,
     })
 }
 
