@@ -382,12 +382,25 @@
       var span = el('span', 'truncate', text);
       span.title = text;
       cell('Checkpoint', 'cell-checkpoint mono', span);
+      var out = j.output || null;
+      var line = '';
+      if (out) {
+        var all = String(out.stdout || '').split('\n').concat(String(out.stderr || '').split('\n'));
+        var outLines = String(out.stdout || '').split('\n').filter(function (l) { return l.trim() !== ''; });
+        if (!outLines.length) outLines = String(out.stderr || '').split('\n').filter(function (l) { return l.trim() !== ''; });
+        line = outLines.length ? outLines[outLines.length - 1] : '';
+        var outSpan = el('span', 'truncate', line);
+        outSpan.title = all.join('\n');
+        cell('Output', 'cell-output mono', line ? outSpan : el('span', 'muted', '—'));
+      } else {
+        cell('Output', 'cell-output mono', el('span', 'muted', '—'));
+      }
       return tr;
     });
     if (!rows.length) {
       var empty = el('tr', 'empty');
       var td = el('td', '', 'No jobs in flight.');
-      td.colSpan = 7;
+      td.colSpan = 8;
       empty.appendChild(td);
       rows.push(empty);
     }

@@ -506,3 +506,72 @@ async fn the_jobs_page_filters_pages_by_keyset_and_acts_in_bulk() {
     worker.signal(Signal::SIGTERM);
     worker.wait_exit(Duration::from_secs(20)).await;
 }
+
+#[tokio::test]
+async fn an_exec_jobs_output_streams_live_over_the_status_events() {
+    let store = TestStore::new().await;
+    let mut worker = WorkerProcess::start(&store, &[]).await;
+    let id = store
+        .store
+        .submit(&[NewJob::new(
+            "exec",
+            json!({"cmd": ["sh", "-c", "i=0; while :; do i=$((i+1)); echo \"line $i\"; sleep 0.05; done"]}),
+        )])
+        .await
+        .unwrap()[0];
+    let mut events = reqwest::Client::new()
+        .get(worker.url("/api/events"))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    // Read status events until one shows the running job's output having reached line 5.
+    let mut buffer = String::new();
+    let seen = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let chunk = events
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) else {
+                    continue;
+                };
+                let status: Value = serde_json::from_str(data.trim()).unwrap();
+                let Some(job) = status["in_flight"]
+                    .as_array()
+                    .and_then(|jobs| jobs.iter().find(|j| j["job_id"] == json!(id)))
+                else {
+                    continue;
+                };
+                let stdout = job["output"]["stdout"].as_str().unwrap_or_default();
+                if stdout.contains("line 5\n") {
+                    return stdout.to_string();
+                }
+            }
+        }
+    })
+    .await
+    .expect("the output arrived live within 20 s");
+    assert!(seen.starts_with("line 1\n"), "{seen}");
+    assert_eq!(
+        store.job(id).await.status,
+        JobStatus::Running,
+        "still running"
+    );
+    let page = worker.admin_get("/").await.text().await.unwrap();
+    assert!(
+        page.contains("cell-output"),
+        "the worker page has an output column"
+    );
+    cancel_and_wait(&store, &worker, id).await;
+    worker.signal(Signal::SIGTERM);
+    assert_eq!(
+        worker.wait_exit(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+}

@@ -57,6 +57,18 @@ pub struct InFlightJobView {
     pub state: String,
     pub checkpoint: String,
     pub progress_percent: Option<u8>,
+    /// The last line its process wrote (exec jobs), and the whole live tail for a tooltip.
+    pub output_line: String,
+    pub output: String,
+}
+
+/// The last non-empty line of a running job's output, stdout first.
+pub fn last_output_line(output: &crate::jobs::inflight::OutputTail) -> String {
+    [&output.stdout, &output.stderr]
+        .iter()
+        .find_map(|text| text.lines().rev().find(|line| !line.trim().is_empty()))
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[derive(Template)]
@@ -317,6 +329,16 @@ pub fn status_view(
                     .unwrap_or_default(),
                 checkpoint: compact_json(job.checkpoint.as_ref()),
                 progress_percent: job.progress.map(|p| (p.clamp(0.0, 1.0) * 100.0) as u8),
+                output_line: job
+                    .output
+                    .as_ref()
+                    .map(last_output_line)
+                    .unwrap_or_default(),
+                output: job
+                    .output
+                    .as_ref()
+                    .map(|o| format!("{}{}", o.stdout, o.stderr))
+                    .unwrap_or_default(),
             })
             .collect(),
     }

@@ -48,6 +48,15 @@ struct Entry {
     /// The handler has returned: the attempt's own fenced write (complete, fail, hand back) now
     /// decides its fate, so a heartbeat that races that write is no news.
     handler_returned: bool,
+    /// What the job's process wrote lately (an `exec` job), while it runs.
+    output: Option<OutputTail>,
+}
+
+/// The end of what a running job's process wrote, as the pages show it live.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OutputTail {
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// A started job as shown by the status API and pages.
@@ -62,6 +71,9 @@ pub struct InFlightView {
     /// 0.0 to 1.0 when the handler can tell.
     pub progress: Option<f64>,
     pub state: JobState,
+    /// The end of its process's output, live (exec jobs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputTail>,
 }
 
 /// A leased job taken out of the registry to be handed back.
@@ -168,6 +180,7 @@ impl InFlight {
             cancel: CancellationToken::new(),
             checkpoints_saved: 0,
             handler_returned: false,
+            output: None,
             held_since: Instant::now(),
             job: Some(job),
         };
@@ -270,6 +283,7 @@ impl InFlight {
             cancel: CancellationToken::new(),
             checkpoints_saved: 0,
             handler_returned: false,
+            output: None,
         };
         self.with_entries(|entries| entries.insert(lease.job_id, entry));
         abandon
@@ -281,6 +295,15 @@ impl InFlight {
                 entry.checkpoint = Some(checkpoint);
                 entry.progress = progress;
                 entry.checkpoints_saved += 1;
+            }
+        });
+    }
+
+    /// The latest end of a running job's output (what live pages show).
+    pub fn set_output(&self, job_id: JobId, output: OutputTail) {
+        self.with_entries(|entries| {
+            if let Some(entry) = entries.get_mut(&job_id) {
+                entry.output = Some(output);
             }
         });
     }
@@ -388,6 +411,7 @@ impl InFlight {
                     checkpoint: e.checkpoint.clone(),
                     progress: e.progress,
                     state: e.state,
+                    output: e.output.clone(),
                 })
                 .collect()
         })

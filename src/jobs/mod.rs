@@ -262,6 +262,14 @@ impl JobContext {
         self.inner.cancel.cancelled().await
     }
 
+    /// Shows the end of what the job's process wrote on the worker's pages and `/api/status`,
+    /// live (each call replaces the last).
+    pub fn publish_output(&self, stdout: String, stderr: String) {
+        self.inner
+            .jobs
+            .set_output(self.job_id(), inflight::OutputTail { stdout, stderr });
+    }
+
     /// How long a cancelled job's processes get to exit after SIGTERM before SIGKILL.
     pub fn cancel_grace(&self) -> std::time::Duration {
         self.inner.cancel_grace

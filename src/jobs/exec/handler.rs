@@ -166,6 +166,8 @@ impl Handler for ExecHandler {
         let saver = AbortOnDropHandle::new(tokio::spawn(
             save_checkpoints(ctx.clone(), newest_rx).in_current_span(),
         ));
+        let _live =
+            AbortOnDropHandle::new(tokio::spawn(publish_output(ctx.clone(), output.clone())));
 
         let mut term_sent = false;
         // Once cancelled: when the group gets SIGKILL if it has not exited by then.
@@ -286,6 +288,31 @@ fn build_command(payload: &ExecPayload, ctx: &JobContext, resume: &str) -> tokio
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     command
+}
+
+/// How often a running child's output tail is published to the pages.
+const LIVE_OUTPUT_EVERY: Duration = Duration::from_millis(250);
+/// How much of each stream the pages show live.
+const LIVE_OUTPUT_TAIL: usize = 2048;
+
+/// Publishes the end of the child's output whenever it grew, until aborted (when the child is
+/// gone).
+async fn publish_output(ctx: JobContext, output: Arc<Output>) {
+    let mut published = (0, 0);
+    let mut ticker = tokio::time::interval(LIVE_OUTPUT_EVERY);
+    loop {
+        ticker.tick().await;
+        let written = (
+            output.tail(Stream::Stdout).total,
+            output.tail(Stream::Stderr).total,
+        );
+        if written != published {
+            published = written;
+            let stdout = output.tail(Stream::Stdout).text(LIVE_OUTPUT_TAIL);
+            let stderr = output.tail(Stream::Stderr).text(LIVE_OUTPUT_TAIL);
+            ctx.publish_output(stdout, stderr);
+        }
+    }
 }
 
 #[cfg(test)]
