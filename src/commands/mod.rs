@@ -3,6 +3,7 @@
 mod demo;
 mod drain;
 mod listing;
+mod prune;
 mod submit;
 mod worker;
 
@@ -55,6 +56,7 @@ pub async fn run(cli: Cli, traces: TraceFlusher) -> anyhow::Result<ExitCode> {
         Command::Jobs(args) => listing::jobs(args).await,
         Command::Workers(args) => listing::workers(args).await,
         Command::Drain(args) => drain::run(args).await,
+        Command::Prune(args) => prune::run(args).await,
         Command::Migrate(args) => {
             crate::store::open_migrated(&args.store)
                 .await

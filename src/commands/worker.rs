@@ -26,6 +26,7 @@ pub fn config_from_args(args: WorkerArgs) -> WorkerConfig {
         poll_interval: args.poll_interval,
         admin_token: args.admin_token,
         final_scrape_wait: args.final_scrape_wait,
+        retention: args.retention.policy(),
     }
 }
 

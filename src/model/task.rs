@@ -17,5 +17,6 @@ wire_enum!(
         HttpServer => "http_server",
         Signals => "signals",
         OrphanReaper => "orphan_reaper",
+        Pruner => "pruner",
     }
 );

@@ -15,6 +15,7 @@ use super::{
     Job, JobFilter, JobId, JobStatus, Lease, NewJob, ShutdownRecord, Store, StoreError, StoreEvent,
     StoreResult, Subscription, WorkerRegistration, WorkerRow,
 };
+mod prune;
 mod rows;
 
 use self::rows::{
@@ -653,6 +654,13 @@ impl Store for PostgresStore {
             events: receiver,
             listener: Box::pin(listen),
         }))
+    }
+    async fn begin_prune<'a>(
+        &'a self,
+    ) -> StoreResult<Option<Box<dyn super::prune::PruneSession + 'a>>> {
+        Ok(prune::begin(self)
+            .await?
+            .map(|session| Box::new(session) as Box<dyn super::prune::PruneSession + 'a>))
     }
 }
 
