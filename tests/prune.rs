@@ -131,3 +131,60 @@ fn bad_prune_input_exits_2_with_one_line() {
     );
     assert_refused(&["worker", "--retain-shutdowns", "0s"], 2, "or forever");
 }
+
+/// A worker's pruner: a pass at its first turn while the worker is `running`, counted in
+/// `handover_pruned_total`; it ends when told to stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_pruner_deletes_and_counts_while_running() {
+    use handover::lifecycle::{Phase, Status};
+    use handover::store::Retention;
+    use handover::telemetry::Metrics;
+    use handover::worker::health::StoreHealth;
+    use handover::worker::pruner::Pruner;
+    use std::sync::Arc;
+
+    let store = store_with_an_old_completed_job().await;
+    let metrics = Arc::new(Metrics::new(&[]));
+    let (_status, status) = tokio::sync::watch::channel(Status {
+        phase: Phase::Running,
+        ..Status::starting()
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let pruner = tokio::spawn(
+        Pruner {
+            store: store.store.clone(),
+            policy: Retention {
+                completed: Some(Duration::from_secs(3600)),
+                ..Retention::FOREVER
+            },
+            first_after: Duration::ZERO,
+            every: Duration::from_secs(3600),
+            status,
+            health: Arc::new(StoreHealth::new(metrics.store_up.clone())),
+            metrics: metrics.clone(),
+            stop: stop.clone(),
+        }
+        .run(),
+    );
+    wait_for(
+        "the pruner's first pass",
+        Duration::from_secs(10),
+        || async {
+            let text = metrics.render();
+            (metric_value(&text, r#"handover_pruned_total{table="jobs"}"#) == Some(1.0))
+                .then_some(())
+        },
+    )
+    .await;
+    let text = metrics.render();
+    assert_eq!(
+        metric_value(&text, r#"handover_pruned_total{table="job_completions"}"#),
+        Some(1.0)
+    );
+    assert_eq!(store.all_jobs().await.len(), 1, "the recent job is kept");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), pruner)
+        .await
+        .expect("the pruner ends when told to stop")
+        .unwrap();
+}
