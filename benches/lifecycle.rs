@@ -3,7 +3,8 @@
 //! `cargo bench --bench lifecycle -- [sqlite|postgres] [SCENARIO...]` with scenarios
 //! throughput, throughput-low (every setting at its default, and concurrency 16), latency (submit
 //! → start), peer (graphile-worker 0.17.3 side by side, PostgreSQL only; needs node and npm),
-//! claim, readiness, overhead, remote-drain, rescue, rss, scrape.
+//! claim, readiness, overhead, remote-drain, rescue, rss, scrape, prune (one-job claim latency
+//! while a retention pass deletes 1M completed jobs; not in the default set: it takes minutes).
 //! PostgreSQL: the local server (HANDOVER_TEST_POSTGRES, default postgres://postgres@127.0.0.1:5432/test),
 //! one fresh schema per scenario.
 
@@ -446,6 +447,135 @@ async fn claim_latency(bench: &mut Bench) -> Row {
     )
 }
 
+/// Completed jobs a `prune` scenario deletes.
+const PRUNE_JOBS: usize = 1_000_000;
+
+/// Makes every job of the store completed two days ago (the completion audit trigger writes one
+/// `job_completions` row each, as completions do).
+async fn age_all_jobs_completed(bench: &Bench, url: &str) {
+    use sqlx::Connection;
+    match bench.backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query(
+                "UPDATE jobs SET status = 'completed', updated_at = updated_at - 172800000",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(
+                "UPDATE jobs SET status = 'completed', updated_at = updated_at - interval '2 days'",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            sqlx::query("VACUUM ANALYZE jobs")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+}
+
+/// One-job claims, one every 5 ms, until `done` is set or `limit` samples.
+async fn paced_claims(
+    store: &SharedStore,
+    done: &std::sync::atomic::AtomicBool,
+    limit: usize,
+) -> Vec<Duration> {
+    let kinds = vec!["noop".to_string()];
+    let mut samples = Vec::new();
+    while samples.len() < limit && !done.load(std::sync::atomic::Ordering::SeqCst) {
+        let started = Instant::now();
+        let claimed = store
+            .claim("bench", &kinds, 1, Duration::from_secs(600))
+            .await
+            .unwrap();
+        samples.push(started.elapsed());
+        assert_eq!(claimed.len(), 1, "enough pending jobs for the whole prune");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    samples
+}
+
+/// Claim latency (one job at a time, every 5 ms) without and during a retention pass that deletes
+/// 1M completed jobs and their 1M audit rows, on one store client (a worker's pruner beside its
+/// claim loop); and the pass's own pace.
+async fn prune(bench: &mut Bench) -> Vec<Row> {
+    use handover::store::prune::{prune_pass, PRUNE_BATCH};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (url, store) = bench.fresh_store("prune").await;
+    let batch: Vec<NewJob> = (0..10_000)
+        .map(|_| NewJob::new("noop", json!({})))
+        .collect();
+    for _ in 0..PRUNE_JOBS / batch.len() {
+        store.submit(&batch).await.unwrap();
+    }
+    age_all_jobs_completed(bench, &url).await;
+    // Pending jobs to claim, more than the samples can take.
+    for _ in 0..8 {
+        store.submit(&batch).await.unwrap();
+    }
+    let idle = AtomicBool::new(false);
+    let mut without = paced_claims(&store, &idle, 2000).await;
+    let done = AtomicBool::new(false);
+    let policy = handover::store::Retention {
+        completed: Some(Duration::from_secs(24 * 3600)),
+        ..handover::store::Retention::FOREVER
+    };
+    let started = Instant::now();
+    let pass = async {
+        let report = prune_pass(&*store, &policy, PRUNE_BATCH, |_| {})
+            .await
+            .unwrap()
+            .expect("no other pass");
+        let took = started.elapsed();
+        done.store(true, Ordering::SeqCst);
+        (report, took)
+    };
+    let ((report, took), mut during) = tokio::join!(pass, paced_claims(&store, &done, 80_000));
+    assert_eq!(report.completed_jobs, PRUNE_JOBS as u64);
+    let (p50, p99) = percentiles(&mut without);
+    let (d50, d99) = percentiles(&mut during);
+    let max = *during.last().unwrap();
+    let rows = report.completed_jobs + report.job_completions;
+    vec![
+        bench.row(
+            "claim latency, 1 job every 5 ms, no prune (p50, p99)".into(),
+            format!("{:.3} ms (p99 {:.3} ms)", ms(p50), ms(p99)),
+            "—",
+        ),
+        bench.row(
+            format!(
+                "claim latency during a prune of 1M completed jobs (p50, p99, max; {} claims)",
+                during.len()
+            ),
+            format!(
+                "{:.3} ms (p99 {:.3} ms, max {:.1} ms)",
+                ms(d50),
+                ms(d99),
+                ms(max)
+            ),
+            "claims never stall behind a prune",
+        ),
+        bench.row(
+            "prune of 1M completed jobs + 1M audit rows, batches of 1,000".into(),
+            format!(
+                "{:.1} s ({:.0} jobs/s, {:.0} rows/s)",
+                took.as_secs_f64(),
+                report.completed_jobs as f64 / took.as_secs_f64(),
+                rows as f64 / took.as_secs_f64()
+            ),
+            "—",
+        ),
+    ]
+}
+
 /// Time from SIGTERM to the first 503 from /readyz, polled on a kept-alive connection.
 async fn readiness(bench: &mut Bench, runs: usize) -> Row {
     let (url, store) = bench.fresh_store("readiness").await;
@@ -779,6 +909,10 @@ async fn main() {
         }
         if wants("scrape") {
             rows.push(scrape(&mut bench).await);
+        }
+        // Minutes long: only when asked for by name.
+        if scenarios.iter().any(|s| *s == "prune") {
+            rows.extend(prune(&mut bench).await);
         }
         bench.drop_schemas().await;
     }

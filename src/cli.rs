@@ -51,9 +51,13 @@ pub enum Command {
     Retry(RetryArgs),
     /// Apply schema migrations to the store.
     Migrate(StoreArgs),
+    /// Delete finished rows older than their retention, once (what every worker does hourly).
+    Prune(PruneArgs),
 }
 
-pub use crate::app::config::{parse_bounded_duration, parse_duration, DURATION_LIMITS};
+pub use crate::app::config::{
+    parse_bounded_duration, parse_duration, parse_retention, DURATION_LIMITS,
+};
 
 fn worker_name(text: &str) -> Result<String, String> {
     crate::text::check_name("--name", text)?;
@@ -148,6 +152,9 @@ pub struct WorkerArgs {
     /// After deregistering, keep serving /metrics until one more scrape or this long.
     #[arg(long, env = "HANDOVER_FINAL_SCRAPE_WAIT", default_value = "0s", value_parser = final_scrape_wait, value_name = "DURATION")]
     pub final_scrape_wait: Duration,
+
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -293,6 +300,69 @@ pub struct RetryArgs {
     pub from_scratch: bool,
 }
 
+/// A `--retain-*` value: how long rows are kept, `None` for ever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetainFor(pub Option<Duration>);
+
+fn retain_completed(text: &str) -> Result<RetainFor, String> {
+    parse_retention("--retain-completed", text).map(RetainFor)
+}
+fn retain_dead(text: &str) -> Result<RetainFor, String> {
+    parse_retention("--retain-dead", text).map(RetainFor)
+}
+fn retain_workers(text: &str) -> Result<RetainFor, String> {
+    parse_retention("--retain-workers", text).map(RetainFor)
+}
+fn retain_shutdowns(text: &str) -> Result<RetainFor, String> {
+    parse_retention("--retain-shutdowns", text).map(RetainFor)
+}
+
+/// How long finished rows are kept (SPEC §10): for `worker` (its hourly pruner) and `prune`.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Keep completed jobs (and their completion audit rows) this long after they completed, or
+    /// `forever`.
+    #[arg(long, env = "HANDOVER_RETAIN_COMPLETED", default_value = "24h", value_parser = retain_completed, value_name = "DURATION")]
+    pub retain_completed: RetainFor,
+
+    /// Keep dead and cancelled jobs this long after they ended, or `forever`.
+    #[arg(long, env = "HANDOVER_RETAIN_DEAD", default_value = "7d", value_parser = retain_dead, value_name = "DURATION")]
+    pub retain_dead: RetainFor,
+
+    /// Keep the rows of stopped (or declared-dead) workers this long, or `forever`; a worker row
+    /// named as the owner of a job is kept.
+    #[arg(long, env = "HANDOVER_RETAIN_WORKERS", default_value = "7d", value_parser = retain_workers, value_name = "DURATION")]
+    pub retain_workers: RetainFor,
+
+    /// Keep shutdown records this long, or `forever`.
+    #[arg(long, env = "HANDOVER_RETAIN_SHUTDOWNS", default_value = "30d", value_parser = retain_shutdowns, value_name = "DURATION")]
+    pub retain_shutdowns: RetainFor,
+}
+
+impl RetentionArgs {
+    pub fn policy(&self) -> crate::model::Retention {
+        crate::model::Retention {
+            completed: self.retain_completed.0,
+            dead: self.retain_dead.0,
+            workers: self.retain_workers.0,
+            shutdowns: self.retain_shutdowns.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+
+    /// Print one JSON object: rows deleted per table.
+    #[arg(long, env = "HANDOVER_JSON")]
+    pub json: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +371,26 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn retention_flags_default_to_the_spec_and_take_forever() {
+        let cli = Cli::try_parse_from(["handover", "prune", "--retain-dead", "forever"]).unwrap();
+        let Command::Prune(args) = cli.command else {
+            panic!("prune")
+        };
+        let policy = args.retention.policy();
+        assert_eq!(policy.completed, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(policy.dead, None);
+        assert_eq!(policy.workers, Some(Duration::from_secs(7 * 24 * 3600)));
+        assert_eq!(policy.shutdowns, Some(Duration::from_secs(30 * 24 * 3600)));
+        assert_eq!(
+            crate::model::Retention {
+                dead: Some(Duration::from_secs(7 * 24 * 3600)),
+                ..policy
+            },
+            crate::model::Retention::default()
+        );
     }
 
     #[test]

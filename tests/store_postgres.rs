@@ -11,6 +11,17 @@ use handover::store::{DrainRequest, NewJob, StoreEvent, WorkerRegistration};
 use std::time::Duration;
 
 store_tests!(pg::PgSchema::new());
+retention_tests!(pg::PgSchema::new());
+
+trait Aged {
+    fn aging(&self) -> store_suite::retention::Aging;
+}
+
+impl Aged for pg::PgSchema {
+    fn aging(&self) -> store_suite::retention::Aging {
+        store_suite::retention::Aging::Postgres(self.url.clone())
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_jobs_and_drain_requests_are_pushed_at_once() {

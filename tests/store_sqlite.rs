@@ -26,6 +26,13 @@ impl SqliteFixture {
 }
 
 store_tests!(SqliteFixture::new());
+retention_tests!(SqliteFixture::new());
+
+impl SqliteFixture {
+    fn aging(&self) -> store_suite::retention::Aging {
+        store_suite::retention::Aging::Sqlite(self._dir.path().join("store.db"))
+    }
+}
 
 #[tokio::test]
 async fn migrating_twice_is_harmless_and_processes_share_one_file() {

@@ -1,6 +1,7 @@
 //! What a worker process is configured with (SPEC §5), its defaults, and the combinations that
 //! are refused before anything starts.
 
+use crate::model::Retention;
 use crate::store::StoreUrl;
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ pub struct WorkerConfig {
     pub cancel_grace: Duration,
     pub admin_token: Option<String>,
     pub final_scrape_wait: Duration,
+    /// How long finished rows are kept (SPEC §10); the worker's pruner deletes older ones.
+    pub retention: Retention,
 }
 
 impl WorkerConfig {
@@ -42,6 +45,7 @@ impl WorkerConfig {
             cancel_grace: Duration::from_secs(5),
             admin_token: None,
             final_scrape_wait: Duration::ZERO,
+            retention: Retention::default(),
         }
     }
 
@@ -66,6 +70,18 @@ impl WorkerConfig {
             ("--cancel-grace", self.cancel_grace),
             ("--final-scrape-wait", self.final_scrape_wait),
         ] {
+            let text = humantime::format_duration(value).to_string();
+            if let Err(why) = parse_bounded_duration(flag, &text) {
+                return refuse(format!("{flag} {why}"));
+            }
+        }
+        for (flag, kept) in [
+            ("--retain-completed", self.retention.completed),
+            ("--retain-dead", self.retention.dead),
+            ("--retain-workers", self.retention.workers),
+            ("--retain-shutdowns", self.retention.shutdowns),
+        ] {
+            let Some(value) = kept else { continue };
             let text = humantime::format_duration(value).to_string();
             if let Err(why) = parse_bounded_duration(flag, &text) {
                 return refuse(format!("{flag} {why}"));
@@ -121,8 +137,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}; use a duration such as 500ms, 5s or 2m"))
 }
 
+const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// Ten years as `humantime` counts them (`10y`, years of 365.25 days).
+const TEN_YEARS: Duration = Duration::from_secs(10 * 31_557_600);
 
 /// The range each duration flag accepts: `(flag, least, most)`. Every sum and product the worker
 /// makes of these (deadlines, lease expiry, twice the heartbeat) stays far inside what `Instant`,
@@ -135,6 +154,10 @@ pub const DURATION_LIMITS: &[(&str, Duration, Duration)] = &[
     ("--poll-interval", Duration::from_millis(1), HOUR),
     ("--cancel-grace", Duration::ZERO, HOUR),
     ("--final-scrape-wait", Duration::ZERO, HOUR),
+    ("--retain-completed", MINUTE, TEN_YEARS),
+    ("--retain-dead", MINUTE, TEN_YEARS),
+    ("--retain-workers", MINUTE, TEN_YEARS),
+    ("--retain-shutdowns", MINUTE, TEN_YEARS),
 ];
 
 /// Parses a duration for `flag` and checks it against [`DURATION_LIMITS`].
@@ -159,4 +182,57 @@ pub fn parse_bounded_duration(flag: &str, text: &str) -> Result<Duration, String
         ));
     }
     Ok(value)
+}
+
+/// The word a `--retain-*` flag takes to keep that table's rows forever.
+pub const KEEP_FOREVER: &str = "forever";
+
+/// Parses a `--retain-*` value: a duration within [`DURATION_LIMITS`], or `forever` (`None`: never
+/// delete these rows).
+pub fn parse_retention(flag: &str, text: &str) -> Result<Option<Duration>, String> {
+    if text.trim() == KEEP_FOREVER {
+        return Ok(None);
+    }
+    parse_bounded_duration(flag, text)
+        .map(Some)
+        .map_err(|why| format!("{why} (or {KEEP_FOREVER} to keep every row)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_takes_a_bounded_duration_or_forever() {
+        let flag = "--retain-dead";
+        assert_eq!(parse_retention(flag, "forever"), Ok(None));
+        assert_eq!(
+            parse_retention(flag, "7d"),
+            Ok(Some(Duration::from_secs(7 * 24 * 3600)))
+        );
+        assert_eq!(parse_retention(flag, "10y"), Ok(Some(TEN_YEARS)));
+        assert!(parse_retention(flag, "0s")
+            .unwrap_err()
+            .contains("at least 1m"));
+        assert!(parse_retention(flag, "11y")
+            .unwrap_err()
+            .contains("at most"));
+        assert!(parse_retention(flag, "never")
+            .unwrap_err()
+            .contains("forever"));
+    }
+
+    #[test]
+    fn the_default_retention_validates() {
+        let mut config = WorkerConfig::new("sqlite://x.db".parse().unwrap());
+        assert!(config.validate().is_ok());
+        config.retention = Retention::FOREVER;
+        assert!(config.validate().is_ok());
+        config.retention.completed = Some(Duration::from_secs(1));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--retain-completed must be at least 1m"),
+            "{err}"
+        );
+    }
 }

@@ -26,6 +26,7 @@ use crate::worker::completer::{Completer, CompletionWriter};
 use crate::worker::health::StoreHealth;
 use crate::worker::heartbeat::Heartbeat;
 use crate::worker::prefetch::{Pace, Slots};
+use crate::worker::pruner::{Pruner, FIRST_PASS_AFTER, PASS_EVERY};
 use crate::worker::rescuer::Rescuer;
 use crate::worker::runner::{backlog_size, Runner};
 use crate::worker::store_events::{relay_store_events, report_phases};
@@ -64,7 +65,7 @@ pub struct App {
     signals: Option<SignalListener>,
     /// Every token descends from this one; cancelling it stops every task.
     root: CancellationToken,
-    /// Cancelled by the machine in `deregistering`: heartbeat, rescuer, claim loop, relays.
+    /// Cancelled by the machine in `deregistering`: heartbeat, rescuer, pruner, claim loop, relays.
     background: CancellationToken,
 }
 
@@ -356,6 +357,21 @@ impl App {
                 store: self.store.clone(),
                 interval: self.config.heartbeat_interval,
                 lease_ttl: self.config.lease_ttl,
+                health: self.health.clone(),
+                metrics: self.metrics.clone(),
+                stop: background.clone(),
+            }
+            .run(),
+        );
+        tasks.spawn(
+            Task::Pruner,
+            &background,
+            Pruner {
+                store: self.store.clone(),
+                policy: self.config.retention,
+                first_after: FIRST_PASS_AFTER,
+                every: PASS_EVERY,
+                status: self.handle.subscribe(),
                 health: self.health.clone(),
                 metrics: self.metrics.clone(),
                 stop: background.clone(),

@@ -4,6 +4,7 @@ mod control;
 mod demo;
 mod drain;
 mod listing;
+mod prune;
 mod submit;
 mod worker;
 
@@ -58,6 +59,7 @@ pub async fn run(cli: Cli, traces: TraceFlusher) -> anyhow::Result<ExitCode> {
         Command::Drain(args) => drain::run(args).await,
         Command::Cancel(args) => control::cancel(args).await,
         Command::Retry(args) => control::retry(args).await,
+        Command::Prune(args) => prune::run(args).await,
         Command::Migrate(args) => {
             crate::store::open_migrated(&args.store)
                 .await

@@ -27,6 +27,7 @@ pub fn config_from_args(args: WorkerArgs) -> WorkerConfig {
         cancel_grace: args.cancel_grace,
         admin_token: args.admin_token,
         final_scrape_wait: args.final_scrape_wait,
+        retention: args.retention.policy(),
     }
 }
 

@@ -7,6 +7,7 @@ mod wire;
 pub mod control;
 pub mod job;
 pub mod phase;
+pub mod retention;
 pub mod shutdown;
 pub mod task;
 pub mod worker;
@@ -21,6 +22,7 @@ pub use self::job::{
     DEFAULT_MAX_ATTEMPTS,
 };
 pub use self::phase::{Mode, Outcome, Phase, Trigger};
+pub use self::retention::{PruneReport, PrunedTable, Retention};
 pub use self::shutdown::{PhaseSpan, ShutdownRecord};
 pub use self::task::Task;
 pub use self::worker::{DrainRequest, HeartbeatReport, WorkerRegistration, WorkerRow};

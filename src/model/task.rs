@@ -18,5 +18,6 @@ wire_enum!(
         Signals => "signals",
         OrphanReaper => "orphan_reaper",
         CancelWatcher => "cancel_watcher",
+        Pruner => "pruner",
     }
 );

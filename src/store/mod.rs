@@ -5,6 +5,7 @@
 mod control;
 mod journey;
 mod postgres;
+pub mod prune;
 mod sqlite;
 mod url;
 
@@ -19,6 +20,7 @@ pub use crate::model::{
     JobEvent, JobEventKind, JobId, JobStatus, Lease, NewJob, PhaseSpan, ReleaseReason,
     RetryOutcome, ShutdownRecord, WorkerRegistration, WorkerRow, DEFAULT_MAX_ATTEMPTS,
 };
+pub use crate::model::{PruneReport, PrunedTable, Retention};
 
 use crate::model::Phase;
 use async_trait::async_trait;
@@ -306,6 +308,13 @@ pub trait Store: Send + Sync + 'static {
     /// Events pushed as they happen, until `stop` is cancelled; None where the backend has no push
     /// and workers poll (SQLite).
     async fn subscribe(&self, _stop: CancellationToken) -> StoreResult<Option<Subscription>> {
+        Ok(None)
+    }
+
+    /// Takes the retention lock, which one pass at a time holds across every worker of this store;
+    /// `None` while another pass holds it. The pass itself is [`prune::prune_pass`]. Both backends
+    /// implement it; a store without retention (a test double) answers `None` and never prunes.
+    async fn begin_prune<'a>(&'a self) -> StoreResult<Option<Box<dyn prune::PruneSession + 'a>>> {
         Ok(None)
     }
 }

@@ -3,7 +3,9 @@
 //! three never disagree. Label values come from the model's enums, never from loose strings.
 
 use super::Metrics;
-use crate::model::{AttemptOutcome, JobId, Mode, Outcome, Phase, ReleaseReason, Task, Trigger};
+use crate::model::{
+    AttemptOutcome, JobId, Mode, Outcome, Phase, PruneReport, ReleaseReason, Task, Trigger,
+};
 use std::time::Duration;
 use tracing::Span;
 
@@ -233,5 +235,24 @@ impl TaskFailed<'_> {
             .with_label_values(&[self.task.as_str()])
             .inc();
         tracing::error!(task = %self.task, why = self.why, "essential task failed; draining this worker");
+    }
+}
+
+/// Rows a retention batch deleted (counted as each batch commits, so a pass cut short counts
+/// what it did).
+pub struct RowsPruned<'a> {
+    pub deleted: &'a PruneReport,
+}
+
+impl RowsPruned<'_> {
+    pub fn emit(&self, metrics: &Metrics) {
+        for (table, rows) in self.deleted.by_table() {
+            if rows > 0 {
+                metrics
+                    .pruned
+                    .with_label_values(&[table.as_str()])
+                    .inc_by(rows);
+            }
+        }
     }
 }

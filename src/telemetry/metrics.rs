@@ -4,7 +4,9 @@
 //! known label combination is initialised at zero so `rate()`, `increase()` and `absent()` behave
 //! from the first scrape.
 
-use crate::model::{AttemptOutcome, Mode, Outcome, Phase, ReleaseReason, Task, Trigger};
+use crate::model::{
+    AttemptOutcome, Mode, Outcome, Phase, PrunedTable, ReleaseReason, Task, Trigger,
+};
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -50,6 +52,7 @@ pub struct Metrics {
     pub task_failures: IntCounterVec,
     pub store_up: IntGauge,
     pub build_info: GaugeVec,
+    pub pruned: IntCounterVec,
     scrapes: watch::Sender<u64>,
     scrape_count: AtomicU64,
 }
@@ -244,6 +247,17 @@ impl Metrics {
             )
             .unwrap(),
         );
+        let pruned = registered(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "handover_pruned_total",
+                    "Rows deleted by this worker's retention passes, by table.",
+                ),
+                &["table"],
+            )
+            .unwrap(),
+        );
 
         let metrics = Metrics {
             registry,
@@ -268,6 +282,7 @@ impl Metrics {
             task_failures,
             store_up,
             build_info,
+            pruned,
             scrapes: watch::channel(0).0,
             scrape_count: AtomicU64::new(0),
         };
@@ -319,6 +334,9 @@ impl Metrics {
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
+        for table in PrunedTable::ALL {
+            self.pruned.with_label_values(&[table.as_str()]);
+        }
     }
 
     /// Sets `handover_phase` to 1 for `current` and 0 for every other phase.
@@ -383,6 +401,7 @@ mod tests {
             "handover_task_failures_total",
             "handover_store_up",
             "handover_build_info",
+            "handover_pruned_total",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }
@@ -393,6 +412,8 @@ mod tests {
             r#"handover_shutdowns_total{mode="handoff",outcome="clean",trigger="internal"} 0"#
         ));
         assert!(text.contains(r#"handover_phase{phase="running"} 0"#));
+        assert!(text.contains(r#"handover_pruned_total{table="jobs"} 0"#));
+        assert!(text.contains(r#"handover_task_failures_total{task="pruner"} 0"#));
     }
 
     #[test]

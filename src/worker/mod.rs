@@ -1,5 +1,5 @@
 //! The worker's long-lived parts: the claim loop, the runner of each attempt, the completion
-//! writer, the heartbeat, the rescuer, store health, and the relays between the store and the
+//! writer, the heartbeat, the rescuer, the pruner, store health, and the relays between the store and the
 //! machine. The composition root (`src/app/`) builds them and runs each one under its supervisor.
 
 pub mod cancels;
@@ -8,6 +8,7 @@ pub mod completer;
 pub mod health;
 pub mod heartbeat;
 pub mod prefetch;
+pub mod pruner;
 pub mod rescuer;
 pub mod runner;
 pub mod store_events;

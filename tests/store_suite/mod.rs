@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod retention;
+
 use handover::lifecycle::{Mode, Outcome, Phase, Trigger};
 use handover::store::{
     DrainRequest, FailOutcome, JobFilter, JobStatus, Lease, NewJob, PhaseSpan, SharedStore,

@@ -17,6 +17,7 @@ use super::{
     StoreResult, Subscription, WorkerRegistration, WorkerRow,
 };
 mod control;
+mod prune;
 mod rows;
 
 use self::rows::{
@@ -759,6 +760,13 @@ impl Store for PostgresStore {
             events: receiver,
             listener: Box::pin(listen),
         }))
+    }
+    async fn begin_prune<'a>(
+        &'a self,
+    ) -> StoreResult<Option<Box<dyn super::prune::PruneSession + 'a>>> {
+        Ok(prune::begin(self)
+            .await?
+            .map(|session| Box::new(session) as Box<dyn super::prune::PruneSession + 'a>))
     }
 }
 

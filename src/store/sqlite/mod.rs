@@ -34,6 +34,9 @@ macro_rules! now_ms {
     };
 }
 
+// After `now_ms!`, which it uses.
+mod prune;
+
 /// The schema's migrations. Migrations applied by a newer binary are tolerated, so an older
 /// worker still starts during a rolling upgrade (migrations are only ever additive).
 fn migrator() -> sqlx::migrate::Migrator {
@@ -729,5 +732,13 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.reader)
         .await?)
+    }
+
+    async fn begin_prune<'a>(
+        &'a self,
+    ) -> StoreResult<Option<Box<dyn super::prune::PruneSession + 'a>>> {
+        Ok(prune::begin(self)
+            .await?
+            .map(|session| Box::new(session) as Box<dyn super::prune::PruneSession + 'a>))
     }
 }
