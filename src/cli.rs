@@ -296,7 +296,7 @@ pub struct RetryArgs {
     pub jobs: Vec<i64>,
 
     /// Drop the checkpoint: start over instead of resuming.
-    #[arg(long)]
+    #[arg(long, env = "HANDOVER_FROM_SCRATCH")]
     pub from_scratch: bool,
 }
 
