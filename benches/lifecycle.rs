@@ -3,7 +3,7 @@
 //! `cargo bench --bench lifecycle -- [sqlite|postgres] [SCENARIO...]` with scenarios
 //! throughput, throughput-low (every setting at its default, and concurrency 16), latency (submit
 //! → start), peer (graphile-worker 0.17.3 side by side, PostgreSQL only; needs node and npm),
-//! claim, readiness, overhead, remote-drain, rescue, rss, scrape, prune (one-job claim latency
+//! claim, drain-poll, readiness, overhead, remote-drain, rescue, rss, scrape, prune (one-job claim latency
 //! while a retention pass deletes 1M completed jobs; not in the default set: it takes minutes).
 //! PostgreSQL: the local server (HANDOVER_TEST_POSTGRES, default postgres://postgres@127.0.0.1:5432/test),
 //! one fresh schema per scenario.
@@ -423,6 +423,41 @@ async fn peer(bench: &mut Bench) -> Vec<Row> {
     rows
 }
 
+/// The read a SQLite worker makes every poll to notice a drain request: its cost, and what it
+/// adds up to at the default poll (4 a second).
+async fn drain_poll(bench: &mut Bench) -> Row {
+    let (_, store) = bench.fresh_store("drain-poll").await;
+    store
+        .register_worker(&handover::store::WorkerRegistration {
+            id: "bench-worker".into(),
+            name: "bench".into(),
+            version: "bench".into(),
+            listen_addr: None,
+            concurrency: 1,
+            lease_ttl: Duration::from_secs(60),
+            kinds: vec!["noop".into()],
+        })
+        .await
+        .unwrap();
+    let mut samples = Vec::new();
+    for _ in 0..2000 {
+        let started = Instant::now();
+        assert!(!store.drain_requested("bench-worker").await.unwrap());
+        samples.push(started.elapsed());
+    }
+    let (median, p99) = percentiles(&mut samples);
+    bench.row(
+        "drain-request poll, one read (median, p99; 4 a second at the default poll)".into(),
+        format!(
+            "{:.3} ms (p99 {:.3} ms): {:.2} ms a second",
+            ms(median),
+            ms(p99),
+            4.0 * ms(median)
+        ),
+        "—",
+    )
+}
+
 /// One-job claims from this process's store client: the store's own round trip.
 async fn claim_latency(bench: &mut Bench) -> Row {
     let (_, store) = bench.fresh_store("claim").await;
@@ -698,9 +733,10 @@ async fn overhead(bench: &mut Bench, runs: usize) -> Row {
 async fn remote_drain(bench: &mut Bench, runs: usize) -> Row {
     let (url, store) = bench.fresh_store("remote-drain").await;
     let mut samples = Vec::new();
-    // With default timings: PostgreSQL pushes the request; SQLite has only the 3 s heartbeat.
+    // With every setting at its default: PostgreSQL pushes the request; a SQLite worker looks
+    // for one every poll (250 ms).
     for _ in 0..runs {
-        let worker = bench.worker(&store, &url, &[]).await;
+        let worker = bench.worker_as(&store, &url, &[], Logs::Quiet).await;
         let ready_url = format!("http://{}/readyz", worker.addr);
         let client = reqwest::Client::new();
         let request = DrainRequest {
@@ -719,7 +755,7 @@ async fn remote_drain(bench: &mut Bench, runs: usize) -> Row {
     let target = if bench.backend == Backend::Postgres {
         "< 100 ms"
     } else {
-        "≤ one heartbeat (3 s)"
+        "≤ one poll interval (250 ms)"
     };
     bench.row(
         format!("remote drain: request → target not ready (median of {runs}, max)"),
@@ -888,6 +924,9 @@ async fn main() {
         }
         if wants("peer") && backend == Backend::Postgres {
             rows.extend(peer(&mut bench).await);
+        }
+        if wants("drain-poll") {
+            rows.push(drain_poll(&mut bench).await);
         }
         if wants("claim") {
             rows.push(claim_latency(&mut bench).await);

@@ -166,6 +166,9 @@ impl Store for MemoryStore {
     async fn page_jobs(&self, _query: &handover::store::JobPageQuery) -> StoreResult<Vec<Job>> {
         unimplemented!("{UNUSED}")
     }
+    async fn drain_requested(&self, _worker_id: &str) -> StoreResult<bool> {
+        unimplemented!("{UNUSED}")
+    }
     async fn get_job(&self, _id: JobId) -> StoreResult<Option<Job>> {
         unimplemented!("{UNUSED}")
     }

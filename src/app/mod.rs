@@ -20,13 +20,13 @@ use crate::model::{Task, WorkerRegistration};
 use crate::store::{self, SharedStore};
 use crate::telemetry::tracing::TraceFlusher;
 use crate::telemetry::Metrics;
-use crate::worker::cancels::CancelWatcher;
 use crate::worker::claim::ClaimLoop;
 use crate::worker::completer::{Completer, CompletionWriter};
 use crate::worker::health::StoreHealth;
 use crate::worker::heartbeat::Heartbeat;
 use crate::worker::prefetch::{Pace, Slots};
 use crate::worker::pruner::{Pruner, FIRST_PASS_AFTER, PASS_EVERY};
+use crate::worker::requests::RequestWatcher;
 use crate::worker::rescuer::Rescuer;
 use crate::worker::runner::{backlog_size, Runner};
 use crate::worker::store_events::{relay_store_events, report_phases};
@@ -283,14 +283,17 @@ impl App {
         let claim_wake = Arc::new(Notify::new());
         let beat_now = Arc::new(Notify::new());
         let cancel_wake = Arc::new(Notify::new());
-        // Where the store pushes cancels, looking is only a backstop, once a heartbeat.
-        let mut cancel_interval = self.config.poll_interval;
+        // Where the store pushes drain requests and cancels, the watcher only looks for cancels,
+        // as a backstop, once a heartbeat; else it looks for both every poll.
+        let mut request_interval = self.config.poll_interval;
+        let mut drain_poll = Some(beat_now.clone());
         match self.store.subscribe(background.clone()).await {
             Ok(Some(subscription)) => {
-                cancel_interval = self
+                request_interval = self
                     .config
                     .heartbeat_interval
                     .max(self.config.poll_interval);
+                drain_poll = None;
                 tasks.spawn(Task::StoreListener, &background, subscription.listener);
                 tasks.spawn(
                     Task::StoreEvents,
@@ -309,14 +312,15 @@ impl App {
             Err(err) => tracing::warn!(%err, "no push notifications from the store; polling only"),
         }
         tasks.spawn(
-            Task::CancelWatcher,
+            Task::RequestWatcher,
             &background,
-            CancelWatcher {
+            RequestWatcher {
                 store: self.store.clone(),
                 worker_id: self.worker_id.clone(),
                 jobs: self.runner.jobs.clone(),
-                interval: cancel_interval,
+                interval: request_interval,
                 wake: cancel_wake,
+                drain_poll,
                 health: self.health.clone(),
                 metrics: self.metrics.clone(),
                 stop: background.clone(),

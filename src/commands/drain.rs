@@ -40,7 +40,7 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow!("cannot drain {:?}: {e}", args.worker))?;
     println!(
-        "drain ({}) requested for worker {} ({}); it starts at the worker's next heartbeat",
+        "drain ({}) requested for worker {} ({}); it starts at once on PostgreSQL, within one poll on SQLite",
         args.mode,
         text::escape_control(&target.name),
         target.id

@@ -17,7 +17,7 @@ wire_enum!(
         HttpServer => "http_server",
         Signals => "signals",
         OrphanReaper => "orphan_reaper",
-        CancelWatcher => "cancel_watcher",
+        RequestWatcher => "request_watcher",
         Pruner => "pruner",
     }
 );

@@ -276,6 +276,8 @@ pub trait Store: Send + Sync + 'static {
     async fn served_kinds(&self) -> StoreResult<Vec<String>>;
     /// One page of jobs, newest first (see [`JobPageQuery`]).
     async fn page_jobs(&self, query: &JobPageQuery) -> StoreResult<Vec<Job>>;
+    /// Whether a drain request waits for this worker (the heartbeat takes it); a read only.
+    async fn drain_requested(&self, worker_id: &str) -> StoreResult<bool>;
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>>;
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;

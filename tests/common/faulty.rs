@@ -112,6 +112,9 @@ impl Store for FaultyStore {
     async fn page_jobs(&self, query: &handover::store::JobPageQuery) -> StoreResult<Vec<Job>> {
         self.inner.page_jobs(query).await
     }
+    async fn drain_requested(&self, worker_id: &str) -> StoreResult<bool> {
+        self.inner.drain_requested(worker_id).await
+    }
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
         self.inner.rescue_expired().await
     }

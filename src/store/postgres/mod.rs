@@ -495,6 +495,15 @@ impl Store for PostgresStore {
         self.announced_kinds().await
     }
 
+    async fn drain_requested(&self, worker_id: &str) -> StoreResult<bool> {
+        let waiting: Option<bool> =
+            sqlx::query_scalar("SELECT drain_mode IS NOT NULL FROM workers WHERE id = $1")
+                .bind(worker_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(waiting.unwrap_or(false))
+    }
+
     async fn page_jobs(&self, query: &super::JobPageQuery) -> StoreResult<Vec<Job>> {
         let rows = sqlx::query(
             "SELECT * FROM jobs WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2) \
