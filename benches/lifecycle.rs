@@ -3,7 +3,7 @@
 //! `cargo bench --bench lifecycle -- [sqlite|postgres] [SCENARIO...]` with scenarios
 //! throughput, throughput-low (every setting at its default, and concurrency 16), latency (submit
 //! → start), peer (graphile-worker 0.17.3 side by side, PostgreSQL only; needs node and npm),
-//! claim, drain-poll, readiness, overhead, remote-drain, rescue, rss, scrape, prune (one-job claim latency
+//! claim, drain-poll, queue-metrics (asked by name only: it submits 1M jobs), readiness, overhead, remote-drain, rescue, rss, scrape, prune (one-job claim latency
 //! while a retention pass deletes 1M completed jobs; not in the default set: it takes minutes).
 //! PostgreSQL: the local server (HANDOVER_TEST_POSTGRES, default postgres://postgres@127.0.0.1:5432/test),
 //! one fresh schema per scenario.
@@ -421,6 +421,31 @@ async fn peer(bench: &mut Bench) -> Vec<Row> {
         "(published: 4.16 ms mean)",
     ));
     rows
+}
+
+/// What one refresh of the queue metrics costs the store with 1M jobs waiting.
+async fn queue_metrics(bench: &mut Bench) -> Row {
+    let (_, store) = bench.fresh_store("queue-metrics").await;
+    let jobs: Vec<NewJob> = (0..10_000)
+        .map(|n| NewJob::new(["noop", "demo", "exec"][n % 3], json!({})))
+        .collect();
+    for _ in 0..100 {
+        store.submit(&jobs).await.unwrap();
+    }
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        let started = Instant::now();
+        let counts = store.queue_counts().await.unwrap();
+        samples.push(started.elapsed());
+        assert_eq!(counts.iter().map(|c| c.jobs).sum::<i64>(), 1_000_000);
+    }
+    let (median, max) = median_max(&mut samples);
+    bench.row(
+        "queue metrics refresh, 1M jobs pending (median of 10, max; once every 5 s per worker)"
+            .into(),
+        format!("{:.1} ms (max {:.1} ms)", ms(median), ms(max)),
+        "—",
+    )
 }
 
 /// The read a SQLite worker makes every poll to notice a drain request: its cost, and what it
@@ -924,6 +949,9 @@ async fn main() {
         }
         if wants("peer") && backend == Backend::Postgres {
             rows.extend(peer(&mut bench).await);
+        }
+        if scenarios.iter().any(|s| *s == "queue-metrics") {
+            rows.push(queue_metrics(&mut bench).await);
         }
         if wants("drain-poll") {
             rows.push(drain_poll(&mut bench).await);

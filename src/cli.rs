@@ -82,6 +82,9 @@ fn poll_interval(text: &str) -> Result<Duration, String> {
 fn cancel_grace(text: &str) -> Result<Duration, String> {
     parse_bounded_duration("--cancel-grace", text)
 }
+fn queue_metrics_interval(text: &str) -> Result<Duration, String> {
+    parse_bounded_duration("--queue-metrics-interval", text)
+}
 fn final_scrape_wait(text: &str) -> Result<Duration, String> {
     parse_bounded_duration("--final-scrape-wait", text)
 }
@@ -139,6 +142,11 @@ pub struct WorkerArgs {
     /// A cancelled exec job's process group gets SIGTERM, then SIGKILL after this long.
     #[arg(long, env = "HANDOVER_CANCEL_GRACE", default_value = "5s", value_parser = cancel_grace, value_name = "DURATION")]
     pub cancel_grace: Duration,
+
+    /// How often the queue metrics (jobs per kind and status, the oldest pending job's wait) are
+    /// read from the store, in the background.
+    #[arg(long, env = "HANDOVER_QUEUE_METRICS_INTERVAL", default_value = "5s", value_parser = queue_metrics_interval, value_name = "DURATION")]
+    pub queue_metrics_interval: Duration,
 
     /// Token for the admin API and pages [default: generated and logged at start].
     #[arg(

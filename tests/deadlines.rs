@@ -169,6 +169,9 @@ impl Store for MemoryStore {
     async fn drain_requested(&self, _worker_id: &str) -> StoreResult<bool> {
         unimplemented!("{UNUSED}")
     }
+    async fn queue_counts(&self) -> StoreResult<Vec<handover::model::QueueCount>> {
+        unimplemented!("{UNUSED}")
+    }
     async fn get_job(&self, _id: JobId) -> StoreResult<Option<Job>> {
         unimplemented!("{UNUSED}")
     }

@@ -23,6 +23,7 @@ pub struct WorkerConfig {
     pub lease_ttl: Duration,
     pub poll_interval: Duration,
     pub cancel_grace: Duration,
+    pub queue_metrics_interval: Duration,
     pub admin_token: Option<String>,
     pub final_scrape_wait: Duration,
     /// How long finished rows are kept (SPEC §10); the worker's pruner deletes older ones.
@@ -43,6 +44,7 @@ impl WorkerConfig {
             lease_ttl: Duration::from_secs(15),
             poll_interval: Duration::from_millis(250),
             cancel_grace: Duration::from_secs(5),
+            queue_metrics_interval: Duration::from_secs(5),
             admin_token: None,
             final_scrape_wait: Duration::ZERO,
             retention: Retention::default(),
@@ -68,6 +70,7 @@ impl WorkerConfig {
             ("--lease-ttl", self.lease_ttl),
             ("--poll-interval", self.poll_interval),
             ("--cancel-grace", self.cancel_grace),
+            ("--queue-metrics-interval", self.queue_metrics_interval),
             ("--final-scrape-wait", self.final_scrape_wait),
         ] {
             let text = humantime::format_duration(value).to_string();
@@ -153,6 +156,7 @@ pub const DURATION_LIMITS: &[(&str, Duration, Duration)] = &[
     ("--lease-ttl", Duration::from_millis(2), DAY),
     ("--poll-interval", Duration::from_millis(1), HOUR),
     ("--cancel-grace", Duration::ZERO, HOUR),
+    ("--queue-metrics-interval", Duration::from_millis(100), HOUR),
     ("--final-scrape-wait", Duration::ZERO, HOUR),
     ("--retain-completed", MINUTE, TEN_YEARS),
     ("--retain-dead", MINUTE, TEN_YEARS),

@@ -26,6 +26,7 @@ use crate::worker::health::StoreHealth;
 use crate::worker::heartbeat::Heartbeat;
 use crate::worker::prefetch::{Pace, Slots};
 use crate::worker::pruner::{Pruner, FIRST_PASS_AFTER, PASS_EVERY};
+use crate::worker::queue_metrics::QueueMetrics;
 use crate::worker::requests::RequestWatcher;
 use crate::worker::rescuer::Rescuer;
 use crate::worker::runner::{backlog_size, Runner};
@@ -361,6 +362,18 @@ impl App {
                 store: self.store.clone(),
                 interval: self.config.heartbeat_interval,
                 lease_ttl: self.config.lease_ttl,
+                health: self.health.clone(),
+                metrics: self.metrics.clone(),
+                stop: background.clone(),
+            }
+            .run(),
+        );
+        tasks.spawn(
+            Task::QueueMetrics,
+            &background,
+            QueueMetrics {
+                store: self.store.clone(),
+                interval: self.config.queue_metrics_interval,
                 health: self.health.clone(),
                 metrics: self.metrics.clone(),
                 stop: background.clone(),

@@ -25,6 +25,7 @@ pub fn config_from_args(args: WorkerArgs) -> WorkerConfig {
         lease_ttl: args.lease_ttl,
         poll_interval: args.poll_interval,
         cancel_grace: args.cancel_grace,
+        queue_metrics_interval: args.queue_metrics_interval,
         admin_token: args.admin_token,
         final_scrape_wait: args.final_scrape_wait,
         retention: args.retention.policy(),

@@ -71,3 +71,22 @@ pub struct CompletionRecord {
     pub completed_at: DateTime<Utc>,
     pub claimed_at: Option<DateTime<Utc>>,
 }
+
+/// The jobs of one kind in one status, as the queue metrics count them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueCount {
+    pub kind: String,
+    pub status: JobStatus,
+    pub jobs: i64,
+    /// For `pending`: how long the longest-waiting runnable job has waited (by the store's clock).
+    pub oldest_wait: Option<std::time::Duration>,
+}
+
+/// The statuses the queue metrics count: the queue itself and its casualties. Completed and
+/// cancelled jobs only accumulate until retention deletes them; the jobs page counts those.
+pub const QUEUE_STATUSES: &[JobStatus] = &[
+    JobStatus::Pending,
+    JobStatus::Running,
+    JobStatus::Failed,
+    JobStatus::Dead,
+];

@@ -15,7 +15,8 @@ pub mod worker;
 pub(crate) use self::wire::wire_enum;
 
 pub use self::control::{
-    CancelOutcome, CompletionRecord, JobEvent, JobEventKind, RetryOutcome, BUILT_IN_KINDS,
+    CancelOutcome, CompletionRecord, JobEvent, JobEventKind, QueueCount, RetryOutcome,
+    BUILT_IN_KINDS, QUEUE_STATUSES,
 };
 pub use self::job::{
     AttemptOutcome, ClaimedJob, FailOutcome, Job, JobId, JobStatus, Lease, NewJob, ReleaseReason,

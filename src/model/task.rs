@@ -19,5 +19,6 @@ wire_enum!(
         OrphanReaper => "orphan_reaper",
         RequestWatcher => "request_watcher",
         Pruner => "pruner",
+        QueueMetrics => "queue_metrics",
     }
 );

@@ -278,6 +278,9 @@ pub trait Store: Send + Sync + 'static {
     async fn page_jobs(&self, query: &JobPageQuery) -> StoreResult<Vec<Job>>;
     /// Whether a drain request waits for this worker (the heartbeat takes it); a read only.
     async fn drain_requested(&self, worker_id: &str) -> StoreResult<bool>;
+    /// Jobs per kind and status for [`crate::model::QUEUE_STATUSES`], with the oldest runnable
+    /// pending job's wait: what the queue metrics show.
+    async fn queue_counts(&self) -> StoreResult<Vec<crate::model::QueueCount>>;
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>>;
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;

@@ -53,6 +53,9 @@ pub struct Metrics {
     pub store_up: IntGauge,
     pub build_info: GaugeVec,
     pub pruned: IntCounterVec,
+    pub queue_jobs: IntGaugeVec,
+    pub queue_oldest_pending_age: GaugeVec,
+    pub queue_unserved: IntGaugeVec,
     scrapes: watch::Sender<u64>,
     scrape_count: AtomicU64,
 }
@@ -258,6 +261,40 @@ impl Metrics {
             )
             .unwrap(),
         );
+        let queue_jobs = registered(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "handover_queue_jobs",
+                    "Jobs in the store by kind and status (pending, running, failed, dead), \
+                     refreshed in the background every --queue-metrics-interval.",
+                ),
+                &["kind", "status"],
+            )
+            .unwrap(),
+        );
+        let queue_oldest_pending_age = registered(
+            r,
+            GaugeVec::new(
+                Opts::new(
+                    "handover_queue_oldest_pending_age_seconds",
+                    "How long the longest-waiting runnable pending job of each kind has waited.",
+                ),
+                &["kind"],
+            )
+            .unwrap(),
+        );
+        let queue_unserved = registered(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "handover_queue_unserved_jobs",
+                    "Waiting jobs (pending or failed) of a kind no live worker of the store serves.",
+                ),
+                &["kind"],
+            )
+            .unwrap(),
+        );
 
         let metrics = Metrics {
             registry,
@@ -283,6 +320,9 @@ impl Metrics {
             store_up,
             build_info,
             pruned,
+            queue_jobs,
+            queue_oldest_pending_age,
+            queue_unserved,
             scrapes: watch::channel(0).0,
             scrape_count: AtomicU64::new(0),
         };
@@ -314,6 +354,11 @@ impl Metrics {
         }
         for kind in kinds {
             let kind = kind.as_str();
+            for status in crate::model::QUEUE_STATUSES {
+                self.queue_jobs.with_label_values(&[kind, status.as_str()]);
+            }
+            self.queue_oldest_pending_age.with_label_values(&[kind]);
+            self.queue_unserved.with_label_values(&[kind]);
             self.jobs_claimed.with_label_values(&[kind]);
             self.jobs_completed.with_label_values(&[kind]);
             self.jobs_failed.with_label_values(&[kind]);
@@ -402,6 +447,9 @@ mod tests {
             "handover_store_up",
             "handover_build_info",
             "handover_pruned_total",
+            "handover_queue_jobs",
+            "handover_queue_oldest_pending_age_seconds",
+            "handover_queue_unserved_jobs",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }

@@ -8,6 +8,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod prefetch;
 pub mod pruner;
+pub mod queue_metrics;
 pub mod requests;
 pub mod rescuer;
 pub mod runner;

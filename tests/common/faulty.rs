@@ -115,6 +115,9 @@ impl Store for FaultyStore {
     async fn drain_requested(&self, worker_id: &str) -> StoreResult<bool> {
         self.inner.drain_requested(worker_id).await
     }
+    async fn queue_counts(&self) -> StoreResult<Vec<handover::model::QueueCount>> {
+        self.inner.queue_counts().await
+    }
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
         self.inner.rescue_expired().await
     }

@@ -47,7 +47,8 @@ macro_rules! store_tests {
             a_cancelled_job_whose_owner_died_is_not_resurrected_by_the_rescuer,
             retry_sends_finished_jobs_back_with_attempts_reset,
             hand_backs_record_their_reason_and_checkpoint,
-            workers_announce_the_kinds_they_serve
+            workers_announce_the_kinds_they_serve,
+            queue_counts_count_jobs_per_kind_and_status
         );
     };
     (@each $fixture:expr; $($name:ident),+) => {
@@ -1002,4 +1003,59 @@ pub async fn workers_announce_the_kinds_they_serve(store: SharedStore) {
         store.served_kinds().await.unwrap(),
         ["demo", "email", "resize"]
     );
+}
+
+pub async fn queue_counts_count_jobs_per_kind_and_status(store: SharedStore) {
+    let count = |counts: &[handover::model::QueueCount], kind: &str, status: JobStatus| {
+        counts
+            .iter()
+            .find(|c| c.kind == kind && c.status == status)
+            .map_or(0, |c| c.jobs)
+    };
+    assert!(store.queue_counts().await.unwrap().is_empty());
+    store
+        .submit(&[demo_job(), demo_job(), demo_job()])
+        .await
+        .unwrap();
+    store
+        .submit(&[NewJob {
+            max_attempts: 1,
+            ..NewJob::new("other", json!({}))
+        }])
+        .await
+        .unwrap();
+    let running = claim_one(&store, "w1", LONG).await;
+    let dead = store
+        .claim("w1", &["other".to_string()], 1, LONG)
+        .await
+        .unwrap()
+        .remove(0);
+    store.fail(&dead.lease, "boom", LONG).await.unwrap();
+    let done = claim_one(&store, "w1", LONG).await;
+    store
+        .complete(&[(done.lease.clone(), json!({}))])
+        .await
+        .unwrap();
+    let counts = store.queue_counts().await.unwrap();
+    assert_eq!(count(&counts, "demo", JobStatus::Pending), 1);
+    assert_eq!(count(&counts, "demo", JobStatus::Running), 1);
+    assert_eq!(count(&counts, "other", JobStatus::Dead), 1);
+    assert_eq!(
+        count(&counts, "demo", JobStatus::Completed),
+        0,
+        "completed jobs are not the queue"
+    );
+    let pending = counts
+        .iter()
+        .find(|c| c.kind == "demo" && c.status == JobStatus::Pending)
+        .unwrap();
+    let waited = pending
+        .oldest_wait
+        .expect("a runnable pending job has a wait");
+    assert!(waited < Duration::from_secs(60), "{waited:?}");
+    assert!(counts
+        .iter()
+        .filter(|c| c.status != JobStatus::Pending)
+        .all(|c| c.oldest_wait.is_none()));
+    drop(running);
 }

@@ -495,6 +495,28 @@ impl Store for PostgresStore {
         self.announced_kinds().await
     }
 
+    async fn queue_counts(&self) -> StoreResult<Vec<crate::model::QueueCount>> {
+        let rows: Vec<(String, String, i64, Option<f64>)> = sqlx::query_as(
+            "SELECT kind, status, count(*), \
+                EXTRACT(EPOCH FROM now() - min(run_after) \
+                    FILTER (WHERE status = 'pending' AND run_after <= now()))::float8 \
+             FROM jobs WHERE status IN ('pending', 'running', 'failed', 'dead') \
+             GROUP BY kind, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(kind, status, jobs, wait)| {
+                Ok(crate::model::QueueCount {
+                    kind,
+                    status: parse_enum(&status)?,
+                    jobs,
+                    oldest_wait: wait.map(|s| Duration::from_secs_f64(s.max(0.0))),
+                })
+            })
+            .collect()
+    }
+
     async fn drain_requested(&self, worker_id: &str) -> StoreResult<bool> {
         let waiting: Option<bool> =
             sqlx::query_scalar("SELECT drain_mode IS NOT NULL FROM workers WHERE id = $1")

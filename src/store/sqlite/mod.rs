@@ -476,6 +476,29 @@ impl Store for SqliteStore {
         self.announced_kinds().await
     }
 
+    async fn queue_counts(&self) -> StoreResult<Vec<crate::model::QueueCount>> {
+        const COUNTS: &str = concat!(
+            "SELECT kind, status, COUNT(*) AS jobs, ",
+            now_ms!(),
+            " - MIN(CASE WHEN status = 'pending' AND run_after <= ",
+            now_ms!(),
+            " THEN run_after END) AS oldest_wait_ms FROM jobs INDEXED BY jobs_by_status ",
+            "WHERE status IN ('pending', 'running', 'failed', 'dead') GROUP BY kind, status"
+        );
+        let rows: Vec<(String, String, i64, Option<i64>)> =
+            sqlx::query_as(COUNTS).fetch_all(&self.reader).await?;
+        rows.into_iter()
+            .map(|(kind, status, jobs, wait)| {
+                Ok(crate::model::QueueCount {
+                    kind,
+                    status: parse_enum(&status)?,
+                    jobs,
+                    oldest_wait: wait.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                })
+            })
+            .collect()
+    }
+
     async fn drain_requested(&self, worker_id: &str) -> StoreResult<bool> {
         let waiting: Option<bool> =
             sqlx::query_scalar("SELECT drain_mode IS NOT NULL FROM workers WHERE id = ?1")
