@@ -77,18 +77,22 @@ impl SqliteStore {
                 one_line(&err)
             ))
         };
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(BUSY_TIMEOUT * 2)
-            .connect_with(options.clone())
-            .await
-            .map_err(cannot_open)?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(BUSY_TIMEOUT)
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(cannot_open)?;
+        let writer = connect_retrying_while_locked(|| {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(BUSY_TIMEOUT * 2)
+                .connect_with(options.clone())
+        })
+        .await
+        .map_err(cannot_open)?;
+        let reader = connect_retrying_while_locked(|| {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(BUSY_TIMEOUT)
+                .connect_with(options.clone().read_only(true))
+        })
+        .await
+        .map_err(cannot_open)?;
         let file = DatabaseFile::open(path).map_err(|err| {
             StoreError::Unavailable(format!(
                 "cannot open SQLite store {}: {err}",
@@ -114,7 +118,48 @@ impl SqliteStore {
     }
 }
 
+/// The columns a job row is read with. Never `SELECT *`: a statement prepared on a connection
+/// whose schema is older than another process's migration would describe fewer columns than it
+/// then returns; with named columns SQLite notices the change and prepares it again.
+macro_rules! job_columns {
+    () => {
+        "id, kind, payload, status, priority, attempts, max_attempts, run_after, owner, lease_epoch, \
+         lease_expires_at, checkpoint, result, error, created_at, updated_at, claimed_at, cancel_requested"
+    };
+}
+
+/// The columns a worker row is read with (see `job_columns!`).
+macro_rules! worker_columns {
+    () => {
+        "id, name, version, phase, listen_addr, concurrency, lease_ttl_ms, started_at, heartbeat_at, \
+         in_flight, drain_mode, drain_reason, drain_requested_by, drain_requested_at, \
+         declared_dead_at, stopped_at, kinds"
+    };
+}
+
 mod control;
+
+/// Opens a pool, trying again a few times while the file is locked: two processes opening a new
+/// file at once both switch it to WAL, and SQLite answers the loser "database is locked" at once
+/// rather than waiting out the busy timeout.
+async fn connect_retrying_while_locked<F, Fut>(connect: F) -> Result<SqlitePool, sqlx::Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<SqlitePool, sqlx::Error>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match connect().await {
+            Err(sqlx::Error::Database(err))
+                if attempt < 5 && err.message().contains("database is locked") =>
+            {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            other => return other,
+        }
+    }
+}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -509,10 +554,12 @@ impl Store for SqliteStore {
     }
 
     async fn page_jobs(&self, query: &super::JobPageQuery) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query(
-            "SELECT * FROM jobs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2) \
-             AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2) \
+             AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+        ))
         .bind(query.status.map(JobStatus::as_str))
         .bind(&query.kind)
         .bind(query.before)
@@ -523,17 +570,23 @@ impl Store for SqliteStore {
     }
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query(
-            "SELECT * FROM jobs WHERE (?1 IS NULL OR status = ?1) ORDER BY id LIMIT COALESCE(?2, -1)",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE (?1 IS NULL OR status = ?1) ORDER BY id LIMIT COALESCE(?2, -1)"
+        ))
         .bind(filter.status.map(JobStatus::as_str))
         .bind(filter.limit)
         .fetch_all(&self.reader)
@@ -689,18 +742,26 @@ impl Store for SqliteStore {
     }
 
     async fn list_workers(&self) -> StoreResult<Vec<WorkerRow>> {
-        let rows = sqlx::query("SELECT * FROM workers ORDER BY started_at DESC, id")
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            worker_columns!(),
+            " FROM workers ORDER BY started_at DESC, id"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
         rows.iter().map(worker_from_row).collect()
     }
 
     async fn request_drain(&self, worker: &str, request: &DrainRequest) -> StoreResult<WorkerRow> {
         let mut w = self.write().await?;
-        let rows = sqlx::query("SELECT * FROM workers WHERE id = ?1 OR name = ?1")
-            .bind(worker)
-            .fetch_all(&mut *w)
-            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            worker_columns!(),
+            " FROM workers WHERE id = ?1 OR name = ?1"
+        ))
+        .bind(worker)
+        .fetch_all(&mut *w)
+        .await?;
         w.finish();
         let candidates: Vec<WorkerRow> =
             rows.iter().map(worker_from_row).collect::<Result<_, _>>()?;
@@ -708,7 +769,8 @@ impl Store for SqliteStore {
         const REQUEST: &str = concat!(
             "UPDATE workers SET drain_mode = ?2, drain_reason = ?3, drain_requested_by = ?4, drain_requested_at = ",
             now_ms!(),
-            " WHERE id = ?1 AND phase <> 'stopped' RETURNING *"
+            " WHERE id = ?1 AND phase <> 'stopped' RETURNING ",
+            worker_columns!()
         );
         let mut w = self.write().await?;
         let row = sqlx::query(REQUEST)
