@@ -67,6 +67,25 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Rows per INSERT statement when submitting.
 const SUBMIT_ROWS_PER_STATEMENT: usize = 5000;
 
+/// The columns a job row is read with. Never `SELECT *`: a statement a connection prepared before
+/// another process's migration added columns fails with "cached plan must not change result type"
+/// (and, on SQLite, misreads the row).
+macro_rules! job_columns {
+    () => {
+        "id, kind, payload, status, priority, attempts, max_attempts, run_after, owner, lease_epoch, \
+     lease_expires_at, checkpoint, result, error, created_at, updated_at, claimed_at, cancel_requested"
+    };
+}
+
+/// The columns a worker row is read with (see `job_columns!`).
+macro_rules! worker_columns {
+    () => {
+        "id, name, version, phase, listen_addr, concurrency, lease_ttl_ms, started_at, heartbeat_at, \
+     in_flight, drain_mode, drain_reason, drain_requested_by, drain_requested_at, declared_dead_at, \
+     stopped_at, kinds"
+    };
+}
+
 /// Claims up to $4 runnable jobs of kinds $3 for owner $1 with a lease of $2 ms (claim connection).
 const CLAIM_SQL: &str = "WITH picked AS ( \
         SELECT id FROM jobs \
@@ -528,8 +547,12 @@ impl Store for PostgresStore {
 
     async fn page_jobs(&self, query: &super::JobPageQuery) -> StoreResult<Vec<Job>> {
         let rows = sqlx::query(
-            "SELECT * FROM jobs WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2) \
-             AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+            concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM jobs WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2) \
+                 AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+            ),
         )
         .bind(query.status.map(JobStatus::as_str))
         .bind(&query.kind)
@@ -541,17 +564,23 @@ impl Store for PostgresStore {
     }
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query(
-            "SELECT * FROM jobs WHERE ($1::text IS NULL OR status = $1) ORDER BY id LIMIT $2",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE ($1::text IS NULL OR status = $1) ORDER BY id LIMIT $2"
+        ))
         .bind(filter.status.map(JobStatus::as_str))
         .bind(filter.limit)
         .fetch_all(&self.pool)
@@ -668,25 +697,34 @@ impl Store for PostgresStore {
     }
 
     async fn list_workers(&self) -> StoreResult<Vec<WorkerRow>> {
-        let rows = sqlx::query("SELECT * FROM workers ORDER BY started_at DESC, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            worker_columns!(),
+            " FROM workers ORDER BY started_at DESC, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(worker_from_row).collect()
     }
 
     async fn request_drain(&self, worker: &str, request: &DrainRequest) -> StoreResult<WorkerRow> {
-        let rows = sqlx::query("SELECT * FROM workers WHERE id = $1 OR name = $1")
-            .bind(worker)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            worker_columns!(),
+            " FROM workers WHERE id = $1 OR name = $1"
+        ))
+        .bind(worker)
+        .fetch_all(&self.pool)
+        .await?;
         let candidates: Vec<WorkerRow> =
             rows.iter().map(worker_from_row).collect::<Result<_, _>>()?;
         let target = super::pick_drain_target(worker, &candidates)?;
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
             "UPDATE workers SET drain_mode = $2, drain_reason = $3, drain_requested_by = $4, \
-                drain_requested_at = now() WHERE id = $1 AND phase <> 'stopped' RETURNING *",
-        )
+                drain_requested_at = now() WHERE id = $1 AND phase <> 'stopped' RETURNING ",
+            worker_columns!()
+        ))
         .bind(&target.id)
         .bind(request.mode.as_str())
         .bind(&request.reason)
