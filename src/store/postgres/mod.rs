@@ -11,7 +11,7 @@
 //! entry since the last vacuum), which is what a planner believing few jobs running picked.
 
 use super::{
-    applied_flags, one_line, parse_enum, CancelOutcome, ClaimedJob, CompletionRecord, DrainRequest,
+    applied_flags, one_line, CancelOutcome, ClaimedJob, CompletionRecord, DrainRequest,
     FailOutcome, HeartbeatReport, Job, JobEvent, JobEventKind, JobFilter, JobId, JobStatus, Lease,
     NewEvent, NewJob, ReleaseReason, RetryOutcome, ShutdownRecord, Store, StoreError, StoreEvent,
     StoreResult, Subscription, WorkerRegistration, WorkerRow,
@@ -20,9 +20,7 @@ mod control;
 mod prune;
 mod rows;
 
-use self::rows::{
-    drain_from_row, job_from_row, lease_arrays, millis, shutdown_from_row, worker_from_row,
-};
+use self::rows::{drain_from_row, lease_arrays, millis, shutdown_from_row, worker_from_row};
 use crate::model::Phase;
 use async_trait::async_trait;
 use serde_json::Value;
@@ -158,6 +156,8 @@ impl PostgresStore {
         })
     }
 }
+
+mod reads;
 
 /// PostgreSQL's longest identifier, in bytes (NAMEDATALEN - 1): a NOTIFY channel longer than this
 /// is refused by `pg_notify`, and LISTEN would silently truncate it.
@@ -515,87 +515,27 @@ impl Store for PostgresStore {
     }
 
     async fn queue_counts(&self) -> StoreResult<Vec<crate::model::QueueCount>> {
-        let rows: Vec<(String, String, i64, Option<f64>)> = sqlx::query_as(
-            "SELECT kind, status, count(*), \
-                EXTRACT(EPOCH FROM now() - min(run_after) \
-                    FILTER (WHERE status = 'pending' AND run_after <= now()))::float8 \
-             FROM jobs WHERE status IN ('pending', 'running', 'failed', 'dead') \
-             GROUP BY kind, status",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(kind, status, jobs, wait)| {
-                Ok(crate::model::QueueCount {
-                    kind,
-                    status: parse_enum(&status)?,
-                    jobs,
-                    oldest_wait: wait.map(|s| Duration::from_secs_f64(s.max(0.0))),
-                })
-            })
-            .collect()
+        self.count_queue().await
     }
 
     async fn drain_requested(&self, worker_id: &str) -> StoreResult<bool> {
-        let waiting: Option<bool> =
-            sqlx::query_scalar("SELECT drain_mode IS NOT NULL FROM workers WHERE id = $1")
-                .bind(worker_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(waiting.unwrap_or(false))
+        self.has_drain_request(worker_id).await
     }
 
     async fn page_jobs(&self, query: &super::JobPageQuery) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query(
-            concat!(
-                "SELECT ",
-                job_columns!(),
-                " FROM jobs WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2) \
-                 AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
-            ),
-        )
-        .bind(query.status.map(JobStatus::as_str))
-        .bind(&query.kind)
-        .bind(query.before)
-        .bind(query.limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(job_from_row).collect()
+        self.jobs_page(query).await
     }
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(job_from_row).transpose()
+        self.job_by_id(id).await
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE ($1::text IS NULL OR status = $1) ORDER BY id LIMIT $2"
-        ))
-        .bind(filter.status.map(JobStatus::as_str))
-        .bind(filter.limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(job_from_row).collect()
+        self.jobs_listed(filter).await
     }
 
     async fn count_jobs(&self) -> StoreResult<Vec<(JobStatus, i64)>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter()
-            .map(|(status, count)| Ok((parse_enum(&status)?, count)))
-            .collect()
+        self.counts_by_status().await
     }
 
     async fn register_worker(&self, worker: &WorkerRegistration) -> StoreResult<()> {

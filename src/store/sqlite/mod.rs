@@ -16,8 +16,7 @@ mod rows;
 
 use self::file::{DatabaseFile, WriteConn};
 use self::rows::{
-    duration_ms, job_from_row, opt_time, parse_json, shutdown_from_row, to_json_text,
-    worker_from_row,
+    duration_ms, opt_time, parse_json, shutdown_from_row, to_json_text, worker_from_row,
 };
 use crate::model::Phase;
 use async_trait::async_trait;
@@ -160,6 +159,8 @@ where
         }
     }
 }
+
+mod reads;
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -522,86 +523,27 @@ impl Store for SqliteStore {
     }
 
     async fn queue_counts(&self) -> StoreResult<Vec<crate::model::QueueCount>> {
-        const COUNTS: &str = concat!(
-            "SELECT kind, status, COUNT(*) AS jobs, ",
-            now_ms!(),
-            " - MIN(CASE WHEN status = 'pending' AND run_after <= ",
-            now_ms!(),
-            " THEN run_after END) AS oldest_wait_ms FROM jobs INDEXED BY jobs_by_status ",
-            "WHERE status IN ('pending', 'running', 'failed', 'dead') GROUP BY kind, status"
-        );
-        let rows: Vec<(String, String, i64, Option<i64>)> =
-            sqlx::query_as(COUNTS).fetch_all(&self.reader).await?;
-        rows.into_iter()
-            .map(|(kind, status, jobs, wait)| {
-                Ok(crate::model::QueueCount {
-                    kind,
-                    status: parse_enum(&status)?,
-                    jobs,
-                    oldest_wait: wait.map(|ms| Duration::from_millis(ms.max(0) as u64)),
-                })
-            })
-            .collect()
+        self.count_queue().await
     }
 
     async fn drain_requested(&self, worker_id: &str) -> StoreResult<bool> {
-        let waiting: Option<bool> =
-            sqlx::query_scalar("SELECT drain_mode IS NOT NULL FROM workers WHERE id = ?1")
-                .bind(worker_id)
-                .fetch_optional(&self.reader)
-                .await?;
-        Ok(waiting.unwrap_or(false))
+        self.has_drain_request(worker_id).await
     }
 
     async fn page_jobs(&self, query: &super::JobPageQuery) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2) \
-             AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
-        ))
-        .bind(query.status.map(JobStatus::as_str))
-        .bind(&query.kind)
-        .bind(query.before)
-        .bind(query.limit)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(job_from_row).collect()
+        self.jobs_page(query).await
     }
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE id = ?1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(job_from_row).transpose()
+        self.job_by_id(id).await
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE (?1 IS NULL OR status = ?1) ORDER BY id LIMIT COALESCE(?2, -1)"
-        ))
-        .bind(filter.status.map(JobStatus::as_str))
-        .bind(filter.limit)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(job_from_row).collect()
+        self.jobs_listed(filter).await
     }
 
     async fn count_jobs(&self) -> StoreResult<Vec<(JobStatus, i64)>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
-                .fetch_all(&self.reader)
-                .await?;
-        rows.into_iter()
-            .map(|(status, count)| Ok((parse_enum(&status)?, count)))
-            .collect()
+        self.counts_by_status().await
     }
 
     async fn register_worker(&self, worker: &WorkerRegistration) -> StoreResult<()> {
