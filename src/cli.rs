@@ -264,12 +264,24 @@ pub struct WorkersArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("targets").required(true).args(["workers", "all"])))]
 pub struct DrainArgs {
     #[command(flatten)]
     pub store: StoreArgs,
 
-    /// Worker id or name.
-    pub worker: String,
+    /// Worker ids or names.
+    #[arg(value_name = "WORKER")]
+    pub workers: Vec<String>,
+
+    /// Every live worker of the store that is not already draining.
+    #[arg(long, env = "HANDOVER_ALL", conflicts_with = "workers")]
+    pub all: bool,
+
+    /// At most this many workers out (draining, or asked to) at once, counted in the store across
+    /// every caller and trigger; the others wait as `queued`. Default 1 with --all or several
+    /// workers; a single worker without it is asked at once.
+    #[arg(long, env = "HANDOVER_MAX_DRAINING", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_draining: Option<u32>,
 
     /// handoff: checkpoint and hand back now; finish: let jobs complete within the budget.
     #[arg(long, env = "HANDOVER_MODE", default_value = "handoff")]
@@ -279,9 +291,14 @@ pub struct DrainArgs {
     #[arg(long, env = "HANDOVER_REASON")]
     pub reason: Option<String>,
 
-    /// Follow the worker's phases until it stops; exit non-zero if its shutdown was forced.
+    /// Follow the workers until every one has stopped, showing each phase and how many are left;
+    /// exit 3 if a shutdown was forced, 1 if a worker died before it finished.
     #[arg(long, env = "HANDOVER_WAIT")]
     pub wait: bool,
+
+    /// Withdraw the queued (not yet started) drain requests of these workers instead.
+    #[arg(long, env = "HANDOVER_CANCEL", conflicts_with_all = ["max_draining", "wait", "reason"])]
+    pub cancel: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -507,6 +507,7 @@
       }
 
       tickDeadline(t);
+      tickForecast(t);
 
       var rows = document.querySelectorAll('#in-flight tr[data-started-at]');
       Array.prototype.forEach.call(rows, function (tr) {
@@ -517,6 +518,42 @@
     } catch (err) {
       if (window.console) console.error('handover: tick failed', err);
     }
+  }
+
+  function fmtSeconds(sec) {
+    if (!isFinite(sec) || sec < 0) sec = 0;
+    if (sec < 10) return sec.toFixed(1) + ' s';
+    if (sec < 120) return Math.round(sec) + ' s';
+    return (sec / 60).toFixed(1) + ' min';
+  }
+
+  // The drain forecast of the last status, carried forward to now: work at risk grows with each
+  // running job, and each job's next checkpoint comes closer (never below zero).
+  function tickForecast(t) {
+    if (!$('drain-forecast') || typeof last.drain_eta_seconds !== 'number') return;
+    var at = parseTime(last.now);
+    var dt = isFinite(at) ? Math.max(0, (t - at) / 1000) : 0;
+    var jobs = Array.isArray(last.in_flight) ? last.in_flight : [];
+    var risk = 0, etaThen = 0, etaNow = 0;
+    jobs.forEach(function (j) {
+      var running = j.state === 'running';
+      if (typeof j.since_checkpoint_ms === 'number') risk += j.since_checkpoint_ms / 1000 + (running ? dt : 0);
+      if (typeof j.next_checkpoint_eta_ms === 'number') {
+        etaThen = Math.max(etaThen, j.next_checkpoint_eta_ms / 1000);
+        etaNow = Math.max(etaNow, j.next_checkpoint_eta_ms / 1000 - (running ? dt : 0));
+      }
+    });
+    var delay = Math.max(0, last.drain_eta_seconds - etaThen);
+    setText($('drain-eta'), fmtSeconds(stopped ? 0 : delay + etaNow));
+    setText($('work-at-risk'), fmtSeconds(stopped ? 0 : risk));
+    var unknown = Number(last.drain_eta_unknown_jobs) || 0;
+    var unknownNote = $('drain-eta-unknown');
+    if (unknownNote) unknownNote.hidden = unknown === 0;
+    setText($('drain-eta-unknown-count'), unknown);
+    var warning = $('drain-force-warning');
+    if (warning) warning.hidden = !(last.drain_would_force === true) || stopped;
+    if (typeof last.drain_allowance_seconds === 'number') setText($('drain-allowance'), fmtSeconds(last.drain_allowance_seconds));
+    if (typeof last.drain_eta_worst_seconds === 'number') setText($('drain-eta-worst'), fmtSeconds(last.drain_eta_worst_seconds));
   }
 
   function tickDeadline(t) {

@@ -21,8 +21,8 @@ use handover::lifecycle::{
 };
 use handover::model::ReleaseReason;
 use handover::store::{
-    ClaimedJob, DrainRequest, FailOutcome, HeartbeatReport, Job, JobFilter, JobId, JobStatus,
-    Lease, NewJob, ShutdownRecord, Store, StoreResult, WorkerRegistration, WorkerRow,
+    ClaimedJob, DrainCost, DrainRequest, FailOutcome, HeartbeatReport, Job, JobFilter, JobId,
+    JobStatus, Lease, NewJob, ShutdownRecord, Store, StoreResult, WorkerRegistration, WorkerRow,
 };
 use handover::telemetry::Metrics;
 use serde_json::Value;
@@ -192,6 +192,7 @@ impl Store for MemoryStore {
         _worker_id: &str,
         _held: &[Lease],
         _lease_ttl: Duration,
+        _cost: DrainCost,
     ) -> StoreResult<HeartbeatReport> {
         unimplemented!("{UNUSED}")
     }

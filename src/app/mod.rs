@@ -22,6 +22,7 @@ use crate::telemetry::tracing::TraceFlusher;
 use crate::telemetry::Metrics;
 use crate::worker::claim::ClaimLoop;
 use crate::worker::completer::{Completer, CompletionWriter};
+use crate::worker::drain_cost::{DrainCostWatch, DrainTimes};
 use crate::worker::health::StoreHealth;
 use crate::worker::heartbeat::Heartbeat;
 use crate::worker::prefetch::{Pace, Slots};
@@ -169,6 +170,10 @@ impl App {
             store: store.clone(),
             handlers: runner.handlers.clone(),
             sessions: Default::default(),
+            drain_times: DrainTimes {
+                drain_delay: config.drain_delay,
+                grace: config.grace,
+            },
         });
         // The server answers probes from now on (`starting` is not ready), and is stopped last.
         let mut supervisor = Supervisor::new(metrics.clone(), handle.clone());
@@ -267,6 +272,10 @@ impl App {
     /// Starts every long-lived task under the supervisor.
     async fn start_tasks(&mut self) {
         let (root, background) = (self.root.clone(), self.background.clone());
+        let drain_times = DrainTimes {
+            drain_delay: self.config.drain_delay,
+            grace: self.config.grace,
+        };
         let tasks = &mut self.supervisor;
         if let Some(signals) = self.signals.take() {
             tasks.spawn(
@@ -350,7 +359,19 @@ impl App {
                 machine: self.handle.clone(),
                 health: self.health.clone(),
                 metrics: self.metrics.clone(),
+                drain_times,
                 beat_now,
+                stop: background.clone(),
+            }
+            .run(),
+        );
+        tasks.spawn(
+            Task::DrainCost,
+            &background,
+            DrainCostWatch {
+                jobs: self.jobs.clone(),
+                times: drain_times,
+                metrics: self.metrics.clone(),
                 stop: background.clone(),
             }
             .run(),

@@ -22,6 +22,7 @@ pub fn status_json(state: &HttpState) -> Value {
 /// The status JSON for a given machine status (with the current jobs and readiness).
 pub fn status_json_of(state: &HttpState, status: &crate::lifecycle::Status) -> Value {
     let ready = state.is_ready_in(status.phase);
+    let forecast = state.drain_times.forecast(&state.jobs);
     json!({
         "worker_id": state.worker_id,
         "name": state.worker_name,
@@ -40,6 +41,12 @@ pub fn status_json_of(state: &HttpState, status: &crate::lifecycle::Status) -> V
         "phases": status.phases,
         "in_flight": state.jobs.views(),
         "held": state.jobs.held(),
+        "drain_eta_seconds": forecast.drain_eta_seconds,
+        "work_at_risk_seconds": forecast.work_at_risk_seconds,
+        "drain_eta_unknown_jobs": forecast.drain_eta_unknown_jobs,
+        "drain_eta_worst_seconds": forecast.drain_eta_worst_seconds,
+        "drain_allowance_seconds": forecast.drain_allowance_seconds,
+        "drain_would_force": forecast.drain_would_force,
         "now": chrono::Utc::now(),
     })
 }
@@ -102,19 +109,31 @@ pub(super) async fn read_body(request: Request) -> Result<(String, axum::body::B
 /// Checks a drain body's mode, reason and who asked (one-line fields within the limits of
 /// [`crate::text`]); the error is the message for a 400.
 pub(super) fn drain_mode_and_reason(body: &DrainBody) -> Result<(Mode, Option<String>), String> {
-    let mode = body
-        .mode
-        .as_deref()
+    check_drain_fields(
+        body.mode.as_deref(),
+        body.reason.as_deref(),
+        body.requested_by.as_deref(),
+    )
+}
+
+/// The fields every drain request shares: the mode (default handoff), a one-line reason (blank
+/// means none) and who asked.
+pub(super) fn check_drain_fields(
+    mode: Option<&str>,
+    reason: Option<&str>,
+    requested_by: Option<&str>,
+) -> Result<(Mode, Option<String>), String> {
+    let mode = mode
         .map(str::parse::<Mode>)
         .transpose()?
         .unwrap_or(Mode::Handoff);
-    if let Some(reason) = &body.reason {
+    if let Some(reason) = reason {
         text::check_reason(reason)?;
     }
-    if let Some(who) = &body.requested_by {
+    if let Some(who) = requested_by {
         text::check_name("requested_by", who)?;
     }
-    let reason = body.reason.clone().filter(|r| !r.trim().is_empty());
+    let reason = reason.filter(|r| !r.trim().is_empty()).map(str::to_string);
     Ok((mode, reason))
 }
 
@@ -191,10 +210,21 @@ pub async fn cancel_drain(State(state): State<Arc<HttpState>>, request: Request)
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(is_form);
-    match state.machine.cancel().await {
-        Ok(_) if from_page => Redirect::to("/").into_response(),
-        Ok(_) => (StatusCode::OK, Json(status_json(&state))).into_response(),
-        Err(refused) => error(StatusCode::CONFLICT, refused.to_string()),
+    let cancelled = match state.machine.cancel().await {
+        Ok(_) => true,
+        // Not draining: a rolling drain's request for this worker may still wait in the queue.
+        Err(refused) => match state
+            .store
+            .cancel_queued_drains(std::slice::from_ref(&state.worker_id))
+            .await
+        {
+            Ok(withdrawn) if !withdrawn.is_empty() => true,
+            _ => return error(StatusCode::CONFLICT, refused.to_string()),
+        },
+    };
+    match cancelled {
+        true if from_page => Redirect::to("/").into_response(),
+        _ => (StatusCode::OK, Json(status_json(&state))).into_response(),
     }
 }
 

@@ -210,8 +210,24 @@ pub async fn drain_other(
         Ok(checked) => checked,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let requested_by = body
-        .requested_by
+    let request = drain_request(&state, mode, reason, body.requested_by, peer);
+    match state.store.request_drain(&worker, &request).await {
+        Ok(_) if is_form(&content_type) => Redirect::to("/fleet").into_response(),
+        Ok(row) => (StatusCode::ACCEPTED, Json(row)).into_response(),
+        Err(err) => store_error(err),
+    }
+}
+
+/// A drain request asked for through this worker's admin API: who asked defaults to this worker's
+/// admin and the client's address.
+pub(super) fn drain_request(
+    state: &HttpState,
+    mode: crate::model::Mode,
+    reason: Option<String>,
+    requested_by: Option<String>,
+    peer: Option<String>,
+) -> DrainRequest {
+    let requested_by = requested_by
         .filter(|who| !who.trim().is_empty())
         .unwrap_or_else(|| {
             format!(
@@ -221,16 +237,11 @@ pub async fn drain_other(
                 peer.as_deref().unwrap_or("unknown client")
             )
         });
-    let request = DrainRequest {
+    DrainRequest {
         mode,
         reason,
         requested_by: Some(requested_by),
         requested_at: None,
-    };
-    match state.store.request_drain(&worker, &request).await {
-        Ok(_) if is_form(&content_type) => Redirect::to("/fleet").into_response(),
-        Ok(row) => (StatusCode::ACCEPTED, Json(row)).into_response(),
-        Err(err) => store_error(err),
     }
 }
 

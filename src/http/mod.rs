@@ -10,6 +10,7 @@ mod job_api;
 mod login;
 mod pages;
 mod probes;
+mod rolling_api;
 pub mod session;
 pub mod views;
 
@@ -42,6 +43,8 @@ pub struct HttpState {
     /// The kinds this worker runs, for validating submitted payloads.
     pub handlers: Registry,
     pub sessions: session::Sessions,
+    /// What a drain gives its jobs, for the drain forecast.
+    pub drain_times: crate::worker::drain_cost::DrainTimes,
 }
 
 impl HttpState {
@@ -102,6 +105,9 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/drain", post(api::drain))
         .route("/drain/cancel", post(api::cancel_drain))
         .route("/fleet/{worker}/drain", post(fleet_api::drain_other))
+        .route("/fleet/drain", post(rolling_api::drain_all))
+        .route("/fleet/{worker}/drain/cancel", post(rolling_api::withdraw))
+        .route("/api/drain-queue", get(rolling_api::queue))
         .route("/api/workers", get(fleet_api::workers))
         .route("/api/shutdowns", get(fleet_api::shutdowns))
         .route("/api/jobs", get(fleet_api::jobs).post(fleet_api::submit))

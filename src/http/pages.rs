@@ -55,6 +55,7 @@ pub async fn worker(
             state.health.is_up(),
             &in_flight,
             state.jobs.held(),
+            &state.drain_times.forecast(&state.jobs),
         ),
         status_json: views::embeddable_json(&status_json(&state)),
     })
@@ -72,13 +73,24 @@ pub async fn fleet(
         Ok(records) => records,
         Err(err) => return store_error(err),
     };
+    let queued = match state.store.queued_drains().await {
+        Ok(queued) => queued,
+        Err(err) => return store_error(err),
+    };
     let now = chrono::Utc::now();
+    let mut rows: Vec<views::FleetWorkerView> = workers
+        .iter()
+        .map(|w| {
+            let waiting = queued.iter().find(|q| q.worker_id == w.id);
+            views::fleet_worker_view(w, &state.worker_id, now, waiting)
+        })
+        .collect();
+    views::sort_fleet(&mut rows);
     render(FleetPage {
         chrome: chrome(&state, &caller, "Fleet", "fleet"),
-        workers: workers
-            .iter()
-            .map(|w| views::fleet_worker_view(w, &state.worker_id, now))
-            .collect(),
+        can_drain_all: rows.iter().any(|w| w.can_drain && w.queued.is_none()),
+        queued: rows.iter().filter(|w| w.queued.is_some()).count(),
+        workers: rows,
         shutdowns: shutdowns.iter().map(views::shutdown_view).collect(),
     })
 }

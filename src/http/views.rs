@@ -2,7 +2,8 @@
 
 use crate::jobs::inflight::InFlightView;
 use crate::lifecycle::{Phase, Status};
-use crate::store::{Job, JobStatus, ShutdownRecord, WorkerRow};
+use crate::store::{Job, JobStatus, QueuedDrain, ShutdownRecord, WorkerRow};
+use crate::worker::drain_cost::DrainForecast;
 use askama::Template;
 use chrono::{DateTime, Utc};
 
@@ -41,6 +42,44 @@ pub struct StatusView {
     pub in_flight: Vec<InFlightJobView>,
     /// Jobs claimed ahead, waiting for a slot.
     pub held: usize,
+    /// What a drain started now would cost.
+    pub forecast: ForecastView,
+}
+
+/// "A drain now takes ≈ 1.2 s; a SIGKILL now would lose ≈ 14 s of work", and the warning when the
+/// drain would outlast `--grace`.
+pub struct ForecastView {
+    pub drain_eta: String,
+    pub work_at_risk: String,
+    pub worst: String,
+    pub allowance: String,
+    pub would_force: bool,
+    pub unknown_jobs: usize,
+}
+
+impl ForecastView {
+    pub fn of(forecast: &DrainForecast) -> Self {
+        ForecastView {
+            drain_eta: seconds(forecast.drain_eta_seconds),
+            work_at_risk: seconds(forecast.work_at_risk_seconds),
+            worst: seconds(forecast.drain_eta_worst_seconds),
+            allowance: seconds(forecast.drain_allowance_seconds),
+            would_force: forecast.drain_would_force,
+            unknown_jobs: forecast.drain_eta_unknown_jobs,
+        }
+    }
+}
+
+/// Seconds as the forecasts show them: `0.4 s`, `14 s`, `2.5 min`.
+pub fn seconds(value: f64) -> String {
+    let value = value.max(0.0);
+    if value < 10.0 {
+        format!("{value:.1} s")
+    } else if value < 120.0 {
+        format!("{value:.0} s")
+    } else {
+        format!("{:.1} min", value / 60.0)
+    }
 }
 
 pub struct PhaseView {
@@ -75,6 +114,10 @@ pub fn last_output_line(output: &crate::jobs::inflight::OutputTail) -> String {
 #[template(path = "fleet.html")]
 pub struct FleetPage {
     pub chrome: Chrome,
+    /// Some live worker could still be drained ("drain all, N at a time").
+    pub can_drain_all: bool,
+    /// Workers waiting for the rolling-drain budget.
+    pub queued: usize,
     pub workers: Vec<FleetWorkerView>,
     pub shutdowns: Vec<ShutdownView>,
 }
@@ -92,6 +135,15 @@ pub struct FleetWorkerView {
     pub can_drain: bool,
     pub declared_dead: bool,
     pub drain_requested: Option<String>,
+    /// Waiting for the rolling-drain budget: "at most N out".
+    pub queued: Option<String>,
+    /// From its last heartbeat; "—" until it reports.
+    pub drain_eta: String,
+    pub work_at_risk: String,
+    /// What the table sorts live workers by, cheapest to drain first.
+    pub risk_seconds: f64,
+    /// Not stopped and not declared dead.
+    pub live: bool,
 }
 
 pub struct ShutdownView {
@@ -291,6 +343,7 @@ pub fn status_view(
     store_up: bool,
     in_flight: &[InFlightView],
     held: usize,
+    forecast: &DrainForecast,
 ) -> StatusView {
     let current = status.phases.len().saturating_sub(1);
     StatusView {
@@ -317,6 +370,7 @@ pub fn status_view(
             })
             .collect(),
         held,
+        forecast: ForecastView::of(forecast),
         in_flight: in_flight
             .iter()
             .map(|job| InFlightJobView {
@@ -344,7 +398,12 @@ pub fn status_view(
     }
 }
 
-pub fn fleet_worker_view(worker: &WorkerRow, self_id: &str, now: DateTime<Utc>) -> FleetWorkerView {
+pub fn fleet_worker_view(
+    worker: &WorkerRow,
+    self_id: &str,
+    now: DateTime<Utc>,
+    queued: Option<&QueuedDrain>,
+) -> FleetWorkerView {
     let age = (now - worker.heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0;
     let live = worker.phase != Phase::Stopped && worker.declared_dead_at.is_none();
     FleetWorkerView {
@@ -364,7 +423,30 @@ pub fn fleet_worker_view(worker: &WorkerRow, self_id: &str, now: DateTime<Utc>) 
         can_drain: live && matches!(worker.phase, Phase::Running | Phase::Starting),
         declared_dead: worker.declared_dead_at.is_some() && worker.phase != Phase::Stopped,
         drain_requested: worker.drain_request.as_ref().map(|d| d.mode.to_string()),
+        queued: queued.map(|q| format!("{} · at most {} out", q.mode, q.max_draining)),
+        drain_eta: match worker.drain_eta_seconds {
+            Some(eta) if live => seconds(eta),
+            _ => "—".into(),
+        },
+        work_at_risk: match worker.work_at_risk_seconds {
+            Some(risk) if live => seconds(risk),
+            _ => "—".into(),
+        },
+        risk_seconds: worker.work_at_risk_seconds.unwrap_or(0.0),
+        live,
     }
+}
+
+/// The fleet table's order: live workers first, the least work at risk (the cheapest to drain)
+/// first among them; then the others as the store listed them (newest first).
+pub fn sort_fleet(workers: &mut [FleetWorkerView]) {
+    workers.sort_by(|a, b| {
+        b.live.cmp(&a.live).then(if a.live && b.live {
+            a.risk_seconds.total_cmp(&b.risk_seconds)
+        } else {
+            std::cmp::Ordering::Equal
+        })
+    });
 }
 
 pub fn shutdown_view(record: &ShutdownRecord) -> ShutdownView {

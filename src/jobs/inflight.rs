@@ -2,6 +2,7 @@
 //! running, who is parked waiting to be handed back, each one's last checkpoint, and the tasks that
 //! run them. Shared by the claim loop, the runner, the heartbeat, the machine and the pages.
 
+use super::cadence::{Cadence, DrainEstimate, JobEstimate, KindHistories};
 use crate::model::ClaimedJob;
 use crate::store::{JobId, Lease};
 use chrono::{DateTime, Utc};
@@ -50,6 +51,27 @@ struct Entry {
     handler_returned: bool,
     /// What the job's process wrote lately (an `exec` job), while it runs.
     output: Option<OutputTail>,
+    /// When it started and last checkpointed, and its period.
+    cadence: Cadence,
+}
+
+impl Entry {
+    /// The job's drain estimate now; a parked job has stopped at its checkpoint.
+    fn estimate(&self, histories: &KindHistories, now: Instant) -> Option<JobEstimate> {
+        match self.state {
+            JobState::Running => Some(JobEstimate::of(
+                &self.cadence,
+                histories.get(&self.kind),
+                now,
+            )),
+            JobState::Parked => Some(JobEstimate {
+                since_checkpoint: Duration::ZERO,
+                next_checkpoint_eta: Some(Duration::ZERO),
+                worst_eta: Some(Duration::ZERO),
+            }),
+            JobState::Held | JobState::Aborted => None,
+        }
+    }
 }
 
 /// The end of what a running job's process wrote, as the pages show it live.
@@ -74,6 +96,11 @@ pub struct InFlightView {
     /// The end of its process's output, live (exec jobs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputTail>,
+    /// Milliseconds of work since its last checkpoint (what a SIGKILL now would lose).
+    pub since_checkpoint_ms: Option<f64>,
+    /// Milliseconds until its next checkpoint is expected (a handoff drain waits for it); null
+    /// while neither it nor its kind has shown a cadence.
+    pub next_checkpoint_eta_ms: Option<f64>,
 }
 
 /// A leased job taken out of the registry to be handed back.
@@ -109,6 +136,8 @@ struct Entries {
     by_id: BTreeMap<JobId, Entry>,
     /// Held jobs in claim order (the store's priority order): the next to start is at the front.
     waiting: VecDeque<JobId>,
+    /// Each kind's cadence and run time as seen on this worker.
+    histories: KindHistories,
 }
 
 pub struct InFlight {
@@ -143,6 +172,11 @@ impl InFlight {
     /// Reads the registry (no change is signalled).
     fn read<T>(&self, f: impl FnOnce(&BTreeMap<JobId, Entry>) -> T) -> T {
         f(&self.entries.lock().unwrap_or_else(|e| e.into_inner()).by_id)
+    }
+
+    /// Reads the registry with the kinds' histories (no change is signalled).
+    fn read_all<T>(&self, f: impl FnOnce(&Entries) -> T) -> T {
+        f(&self.entries.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Changes the started jobs and signals the change to the gauges, the counts and live pages.
@@ -182,6 +216,7 @@ impl InFlight {
             handler_returned: false,
             output: None,
             held_since: Instant::now(),
+            cadence: Cadence::start(Instant::now()),
             job: Some(job),
         };
         self.with_all(|all| {
@@ -205,6 +240,7 @@ impl InFlight {
                 let job = entry.job.take()?;
                 entry.state = JobState::Running;
                 entry.started_at = Utc::now();
+                entry.cadence = Cadence::start(Instant::now());
                 let tokens = JobTokens {
                     abandon: entry.abandon.clone(),
                     cancel: entry.cancel.clone(),
@@ -284,17 +320,20 @@ impl InFlight {
             checkpoints_saved: 0,
             handler_returned: false,
             output: None,
+            cadence: Cadence::start(Instant::now()),
         };
         self.with_entries(|entries| entries.insert(lease.job_id, entry));
         abandon
     }
 
     pub fn set_checkpoint(&self, job_id: JobId, checkpoint: Value, progress: Option<f64>) {
-        self.with_entries(|entries| {
-            if let Some(entry) = entries.get_mut(&job_id) {
+        self.with_all(|all| {
+            if let Some(entry) = all.by_id.get_mut(&job_id) {
                 entry.checkpoint = Some(checkpoint);
                 entry.progress = progress;
                 entry.checkpoints_saved += 1;
+                let interval = entry.cadence.checkpoint(Instant::now());
+                all.histories.checkpointed(&entry.kind, interval);
             }
         });
     }
@@ -321,8 +360,29 @@ impl InFlight {
         self.read(|entries| entries.get(&job_id).map_or(0, |e| e.checkpoints_saved))
     }
 
+    /// Takes a job out once its attempt's final write is made; a handler that returned by itself
+    /// teaches its kind's run time.
     pub fn remove(&self, job_id: JobId) {
-        self.with_entries(|entries| entries.remove(&job_id));
+        self.with_all(|all| {
+            if let Some(entry) = all.by_id.remove(&job_id) {
+                if entry.handler_returned && entry.state == JobState::Running {
+                    let took = entry.cadence.running_for(Instant::now());
+                    all.histories.ran(&entry.kind, took);
+                }
+            }
+        });
+    }
+
+    /// A handoff drain started now: how long its jobs would take to stop, and the work at risk.
+    pub fn estimate(&self) -> DrainEstimate {
+        let now = Instant::now();
+        self.read_all(|all| {
+            DrainEstimate::over(
+                all.by_id
+                    .values()
+                    .filter_map(|entry| entry.estimate(&all.histories, now)),
+            )
+        })
     }
 
     /// Notes that the job's handler has returned (nothing a page shows changes).
@@ -398,11 +458,13 @@ impl InFlight {
 
     /// The started jobs (held ones are only counted, by [`InFlight::held`]).
     pub fn views(&self) -> Vec<InFlightView> {
-        self.read(|entries| {
-            entries
+        let now = Instant::now();
+        self.read_all(|all| {
+            all.by_id
                 .values()
                 .filter(|e| e.state != JobState::Held)
-                .map(|e| InFlightView {
+                .map(|e| (e, e.estimate(&all.histories, now)))
+                .map(|(e, estimate)| InFlightView {
                     job_id: e.lease.job_id,
                     kind: e.kind.clone(),
                     attempt: e.attempt,
@@ -412,6 +474,10 @@ impl InFlight {
                     progress: e.progress,
                     state: e.state,
                     output: e.output.clone(),
+                    since_checkpoint_ms: estimate.map(|x| x.since_checkpoint.as_secs_f64() * 1e3),
+                    next_checkpoint_eta_ms: estimate
+                        .and_then(|x| x.next_checkpoint_eta)
+                        .map(|eta| eta.as_secs_f64() * 1e3),
                 })
                 .collect()
         })

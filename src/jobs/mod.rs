@@ -1,6 +1,7 @@
 //! Job handlers: the [`Handler`] trait users implement, the [`JobContext`] they work through, and the
 //! registry of kinds a worker runs.
 
+pub mod cadence;
 pub mod demo;
 pub mod exec;
 pub mod inflight;

@@ -26,4 +26,7 @@ pub use self::phase::{Mode, Outcome, Phase, Trigger};
 pub use self::retention::{PruneReport, PrunedTable, Retention};
 pub use self::shutdown::{PhaseSpan, ShutdownRecord};
 pub use self::task::Task;
-pub use self::worker::{DrainRequest, HeartbeatReport, WorkerRegistration, WorkerRow};
+pub use self::worker::{
+    DrainCost, DrainQueued, DrainRequest, HeartbeatReport, QueuedDrain, WorkerRegistration,
+    WorkerRow,
+};

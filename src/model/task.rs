@@ -20,5 +20,6 @@ wire_enum!(
         RequestWatcher => "request_watcher",
         Pruner => "pruner",
         QueueMetrics => "queue_metrics",
+        DrainCost => "drain_cost",
     }
 );

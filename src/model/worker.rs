@@ -47,6 +47,12 @@ pub struct WorkerRow {
     /// The kinds it serves.
     #[serde(default)]
     pub kinds: Vec<String>,
+    /// What its last heartbeat said a handoff drain would take now, in seconds.
+    #[serde(default)]
+    pub drain_eta_seconds: Option<f64>,
+    /// What its last heartbeat said a SIGKILL now would lose, in seconds of work.
+    #[serde(default)]
+    pub work_at_risk_seconds: Option<f64>,
 }
 
 impl WorkerRow {
@@ -55,6 +61,47 @@ impl WorkerRow {
         self.stopped_at.is_none()
             && self.declared_dead_at.is_none()
             && !matches!(self.phase, super::Phase::Stopped)
+    }
+}
+
+/// What a worker reports of its running jobs on every heartbeat (SPEC §10 "Fleet operations").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrainCost {
+    /// How long a handoff drain started now would wait for its jobs' next checkpoints.
+    pub drain_eta_seconds: f64,
+    /// Seconds of work since its running jobs' last checkpoints.
+    pub work_at_risk_seconds: f64,
+}
+
+/// A drain request waiting for the rolling-drain budget (`handover drain --max-draining N`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct QueuedDrain {
+    pub worker_id: String,
+    pub mode: Mode,
+    pub reason: Option<String>,
+    pub requested_by: Option<String>,
+    /// It starts once fewer than this many workers are out (draining, or asked to).
+    pub max_draining: u32,
+    pub queued_at: DateTime<Utc>,
+}
+
+/// What became of a rolling-drain request for one worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainQueued {
+    /// Within the budget: the worker was asked to drain now.
+    Started,
+    /// Beyond the budget: it waits as `queued`.
+    Queued,
+    /// Already draining or asked to (nothing written).
+    AlreadyOut,
+}
+
+impl WorkerRow {
+    /// Out of service as far as the rolling-drain budget counts: draining, or asked to drain and
+    /// not yet started, and not stopped or dead.
+    pub fn is_out(&self) -> bool {
+        self.is_live() && (self.phase.is_shutting_down() || self.drain_request.is_some())
     }
 }
 

@@ -6,6 +6,7 @@ mod control;
 mod journey;
 mod postgres;
 pub mod prune;
+mod rolling;
 mod sqlite;
 mod url;
 
@@ -20,6 +21,7 @@ pub use crate::model::{
     JobEvent, JobEventKind, JobId, JobStatus, Lease, NewJob, PhaseSpan, ReleaseReason,
     RetryOutcome, ShutdownRecord, WorkerRegistration, WorkerRow, DEFAULT_MAX_ATTEMPTS,
 };
+pub use crate::model::{DrainCost, DrainQueued, QueuedDrain};
 pub use crate::model::{PruneReport, PrunedTable, Retention};
 
 use crate::model::Phase;
@@ -293,11 +295,14 @@ pub trait Store: Send + Sync + 'static {
     async fn set_worker_phase(&self, worker_id: &str, phase: Phase) -> StoreResult<()>;
     /// Renews the worker row and the given leases together. Only these leases are renewed: a job
     /// the worker no longer holds (abandoned, or given up) must be left to expire and be rescued.
+    /// Taking a drain request also moves the row to `draining`, so the rolling-drain budget
+    /// counts the worker out from that very commit. `cost` is what a drain would cost now.
     async fn heartbeat(
         &self,
         worker_id: &str,
         held: &[Lease],
         lease_ttl: Duration,
+        cost: DrainCost,
     ) -> StoreResult<HeartbeatReport>;
     /// Marks the worker stopped.
     async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()>;
@@ -316,12 +321,50 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Asks these workers (ids) to drain with at most `max_draining` out at once, the budget
+    /// checked in one serialized transaction: those within it are asked now, the rest wait as
+    /// queued until [`Store::promote_drains`] finds room. Both backends implement the rolling-drain
+    /// methods; a test double that does not refuses.
+    async fn queue_drains(
+        &self,
+        _worker_ids: &[String],
+        _request: &DrainRequest,
+        _max_draining: u32,
+    ) -> StoreResult<Vec<(String, DrainQueued)>> {
+        Err(StoreError::Invalid(
+            "this store has no rolling drains".into(),
+        ))
+    }
+    /// Starts queued drain requests while their budget allows (run by every heartbeat and by a
+    /// worker as it stops); returns the workers asked now. One read when nothing is queued.
+    async fn promote_drains(&self) -> StoreResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+    /// Withdraws queued (not yet started) drain requests; returns the workers withdrawn.
+    async fn cancel_queued_drains(&self, _worker_ids: &[String]) -> StoreResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+    /// The drain requests waiting for the budget, oldest first.
+    async fn queued_drains(&self) -> StoreResult<Vec<QueuedDrain>> {
+        Ok(Vec::new())
+    }
+
     /// Takes the retention lock, which one pass at a time holds across every worker of this store;
     /// `None` while another pass holds it. The pass itself is [`prune::prune_pass`]. Both backends
     /// implement it; a store without retention (a test double) answers `None` and never prunes.
     async fn begin_prune<'a>(&'a self) -> StoreResult<Option<Box<dyn prune::PruneSession + 'a>>> {
         Ok(None)
     }
+}
+
+/// Seconds from an optional millisecond column.
+pub(crate) fn ms_to_seconds(ms: Option<i64>) -> Option<f64> {
+    ms.map(|ms| ms as f64 / 1000.0)
+}
+
+/// Milliseconds for a column, from a non-negative seconds figure.
+pub(crate) fn seconds_to_ms(seconds: f64) -> i64 {
+    (seconds.max(0.0) * 1000.0).round() as i64
 }
 
 /// A driver error as one line: the database's own message where there is one.
@@ -386,7 +429,7 @@ pub(crate) fn applied_flags(asked: impl Iterator<Item = JobId>, applied: &[JobId
 
 /// Chooses the worker a drain request is for, among the rows whose id or name is `worker`:
 /// exactly one live worker, or a clear error.
-pub(crate) fn pick_drain_target<'a>(
+pub fn pick_drain_target<'a>(
     worker: &str,
     candidates: &'a [WorkerRow],
 ) -> StoreResult<&'a WorkerRow> {
@@ -407,6 +450,27 @@ pub(crate) fn pick_drain_target<'a>(
             many.len()
         ))),
     }
+}
+
+/// The workers a rolling drain is for: each named one (by id or name, as [`pick_drain_target`]
+/// decides), or with no names every live worker not already out. Duplicates are dropped.
+pub fn drain_targets(rows: &[WorkerRow], names: &[String]) -> StoreResult<Vec<WorkerRow>> {
+    let mut targets: Vec<WorkerRow> = Vec::new();
+    if names.is_empty() {
+        targets.extend(rows.iter().filter(|w| w.is_live() && !w.is_out()).cloned());
+    }
+    for name in names {
+        let candidates: Vec<WorkerRow> = rows
+            .iter()
+            .filter(|w| w.id == *name || w.name == *name)
+            .cloned()
+            .collect();
+        let target = pick_drain_target(name, &candidates)?;
+        if !targets.iter().any(|t| t.id == target.id) {
+            targets.push(target.clone());
+        }
+    }
+    Ok(targets)
 }
 
 /// Opens (creating if needed) the store a URL names. Does not migrate.

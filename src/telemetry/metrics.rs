@@ -8,8 +8,8 @@ use crate::model::{
     AttemptOutcome, Mode, Outcome, Phase, PrunedTable, ReleaseReason, Task, Trigger,
 };
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
@@ -56,6 +56,9 @@ pub struct Metrics {
     pub queue_jobs: IntGaugeVec,
     pub queue_oldest_pending_age: GaugeVec,
     pub queue_unserved: IntGaugeVec,
+    pub drain_eta: Gauge,
+    pub work_at_risk: Gauge,
+    pub drain_would_force: IntGauge,
     scrapes: watch::Sender<u64>,
     scrape_count: AtomicU64,
 }
@@ -295,6 +298,30 @@ impl Metrics {
             )
             .unwrap(),
         );
+        let drain_eta = registered(
+            r,
+            Gauge::new(
+                "handover_drain_eta_seconds",
+                "How long a handoff drain started now would wait for this worker's jobs to reach their next checkpoints, from each job's own cadence.",
+            )
+            .unwrap(),
+        );
+        let work_at_risk = registered(
+            r,
+            Gauge::new(
+                "handover_work_at_risk_seconds",
+                "Seconds of work since the last checkpoint, summed over this worker's running jobs: what a SIGKILL now would lose.",
+            )
+            .unwrap(),
+        );
+        let drain_would_force = registered(
+            r,
+            IntGauge::new(
+                "handover_drain_would_force",
+                "1 while a drain could outlast the time --grace gives its jobs: --drain-delay plus the longest checkpoint period among the running jobs exceeds --grace less the forced path's reserve, so a drain at the wrong moment would force-kill.",
+            )
+            .unwrap(),
+        );
 
         let metrics = Metrics {
             registry,
@@ -323,6 +350,9 @@ impl Metrics {
             queue_jobs,
             queue_oldest_pending_age,
             queue_unserved,
+            drain_eta,
+            work_at_risk,
+            drain_would_force,
             scrapes: watch::channel(0).0,
             scrape_count: AtomicU64::new(0),
         };
@@ -450,6 +480,9 @@ mod tests {
             "handover_queue_jobs",
             "handover_queue_oldest_pending_age_seconds",
             "handover_queue_unserved_jobs",
+            "handover_drain_eta_seconds",
+            "handover_work_at_risk_seconds",
+            "handover_drain_would_force",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }

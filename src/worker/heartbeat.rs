@@ -1,6 +1,8 @@
 //! The heartbeat: one store transaction every `--heartbeat-interval` that renews the worker row and
-//! the leases of all its jobs together, finds leases this worker lost, and picks up remote drains.
+//! the leases of all its jobs together, reports what a drain would cost, finds leases this worker
+//! lost, picks up remote drains, and starts queued rolling-drain requests as places free up.
 
+use super::drain_cost::DrainTimes;
 use super::health::StoreHealth;
 use crate::jobs::inflight::InFlight;
 use crate::lifecycle::{DrainOrder, MachineHandle};
@@ -22,6 +24,8 @@ pub struct Heartbeat {
     pub machine: MachineHandle,
     pub health: Arc<StoreHealth>,
     pub metrics: Arc<Metrics>,
+    /// For the drain cost each beat reports.
+    pub drain_times: DrainTimes,
     /// Notified to beat now (a drain request for this worker was announced).
     pub beat_now: Arc<Notify>,
     pub stop: CancellationToken,
@@ -47,10 +51,12 @@ impl Heartbeat {
 
     async fn beat(&self) {
         let held = self.jobs.leases();
+        let cost = self.drain_times.forecast(&self.jobs).cost();
         let answer = StoreError::within(
             "the heartbeat",
             self.interval.max(Duration::from_secs(1)),
-            self.store.heartbeat(&self.worker_id, &held, self.lease_ttl),
+            self.store
+                .heartbeat(&self.worker_id, &held, self.lease_ttl, cost),
         )
         .await;
         let report = match answer {
@@ -92,6 +98,11 @@ impl Heartbeat {
                 reason: request.reason,
             };
             self.machine.request(order);
+        }
+        // A rolling drain's queued requests start as places free up; every worker helps, so a
+        // queue whose caller has gone still moves.
+        if let Err(err) = self.store.promote_drains().await {
+            tracing::debug!(%err, "could not start queued drain requests");
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod claim;
 pub mod completer;
+pub mod drain_cost;
 pub mod health;
 pub mod heartbeat;
 pub mod prefetch;

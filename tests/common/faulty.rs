@@ -5,9 +5,10 @@
 use async_trait::async_trait;
 use handover::model::Phase;
 use handover::store::{
-    CancelOutcome, ClaimedJob, CompletionRecord, DrainRequest, FailOutcome, HeartbeatReport, Job,
-    JobEvent, JobFilter, JobId, JobStatus, Lease, NewJob, ReleaseReason, RetryOutcome, SharedStore,
-    ShutdownRecord, Store, StoreError, StoreResult, Subscription, WorkerRegistration, WorkerRow,
+    CancelOutcome, ClaimedJob, CompletionRecord, DrainCost, DrainQueued, DrainRequest, FailOutcome,
+    HeartbeatReport, Job, JobEvent, JobFilter, JobId, JobStatus, Lease, NewJob, QueuedDrain,
+    ReleaseReason, RetryOutcome, SharedStore, ShutdownRecord, Store, StoreError, StoreResult,
+    Subscription, WorkerRegistration, WorkerRow,
 };
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -144,12 +145,13 @@ impl Store for FaultyStore {
         worker_id: &str,
         held: &[Lease],
         lease_ttl: Duration,
+        cost: DrainCost,
     ) -> StoreResult<HeartbeatReport> {
         let this = self.heartbeats.fetch_add(1, Ordering::SeqCst) + 1;
         if this == self.panic_at.load(Ordering::SeqCst) {
             panic!("injected fault: heartbeat {this} panics");
         }
-        self.inner.heartbeat(worker_id, held, lease_ttl).await
+        self.inner.heartbeat(worker_id, held, lease_ttl, cost).await
     }
     async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
         self.inner.deregister_worker(worker_id).await
@@ -159,6 +161,25 @@ impl Store for FaultyStore {
     }
     async fn request_drain(&self, worker: &str, request: &DrainRequest) -> StoreResult<WorkerRow> {
         self.inner.request_drain(worker, request).await
+    }
+    async fn queue_drains(
+        &self,
+        worker_ids: &[String],
+        request: &DrainRequest,
+        max_draining: u32,
+    ) -> StoreResult<Vec<(String, DrainQueued)>> {
+        self.inner
+            .queue_drains(worker_ids, request, max_draining)
+            .await
+    }
+    async fn promote_drains(&self) -> StoreResult<Vec<String>> {
+        self.inner.promote_drains().await
+    }
+    async fn cancel_queued_drains(&self, worker_ids: &[String]) -> StoreResult<Vec<String>> {
+        self.inner.cancel_queued_drains(worker_ids).await
+    }
+    async fn queued_drains(&self) -> StoreResult<Vec<QueuedDrain>> {
+        self.inner.queued_drains().await
     }
     async fn record_shutdown(&self, record: &ShutdownRecord) -> StoreResult<()> {
         self.inner.record_shutdown(record).await

@@ -4,11 +4,14 @@
 #![allow(dead_code)]
 
 pub mod retention;
+pub mod rolling;
+
+pub use self::rolling::*;
 
 use handover::lifecycle::{Mode, Outcome, Phase, Trigger};
 use handover::store::{
-    DrainRequest, FailOutcome, JobFilter, JobStatus, Lease, NewJob, PhaseSpan, SharedStore,
-    ShutdownRecord, StoreError, WorkerRegistration,
+    DrainCost, DrainRequest, FailOutcome, JobFilter, JobStatus, Lease, NewJob, PhaseSpan,
+    SharedStore, ShutdownRecord, StoreError, WorkerRegistration,
 };
 use serde_json::json;
 use std::collections::HashSet;
@@ -48,7 +51,11 @@ macro_rules! store_tests {
             retry_sends_finished_jobs_back_with_attempts_reset,
             hand_backs_record_their_reason_and_checkpoint,
             workers_announce_the_kinds_they_serve,
-            queue_counts_count_jobs_per_kind_and_status
+            queue_counts_count_jobs_per_kind_and_status,
+            rolling_drains_keep_at_most_the_budget_out,
+            a_worker_draining_for_any_reason_counts_against_the_budget,
+            concurrent_rolling_drains_never_exceed_the_budget,
+            heartbeats_report_what_a_drain_would_cost
         );
     };
     (@each $fixture:expr; $($name:ident),+) => {
@@ -479,7 +486,10 @@ pub async fn heartbeat_renews_every_lease_of_the_worker(store: SharedStore) {
         .into_iter()
         .map(|j| j.lease)
         .collect();
-    let report = store.heartbeat("w1", &leases, LONG).await.unwrap();
+    let report = store
+        .heartbeat("w1", &leases, LONG, DrainCost::default())
+        .await
+        .unwrap();
     assert!(report.worker_known);
     let mut renewed = report.renewed.clone();
     renewed.sort_by_key(|l| l.job_id);
@@ -518,7 +528,10 @@ pub async fn heartbeat_reports_leases_the_worker_lost(store: SharedStore) {
         .await
         .unwrap();
     claim_one(&store, "w2", LONG).await;
-    let report = store.heartbeat("w1", &leases, LONG).await.unwrap();
+    let report = store
+        .heartbeat("w1", &leases, LONG, DrainCost::default())
+        .await
+        .unwrap();
     assert_eq!(report.renewed, leases[1..].to_vec());
 }
 
@@ -543,7 +556,12 @@ pub async fn heartbeat_never_renews_a_lease_the_worker_let_go(store: SharedStore
         let still_held = still_held.to_vec();
         async move {
             let report = store
-                .heartbeat("w1", &still_held, Duration::from_millis(300))
+                .heartbeat(
+                    "w1",
+                    &still_held,
+                    Duration::from_millis(300),
+                    DrainCost::default(),
+                )
                 .await
                 .unwrap();
             assert_eq!(report.renewed, still_held);
@@ -574,9 +592,21 @@ pub async fn heartbeat_tells_a_worker_it_was_declared_dead(store: SharedStore) {
         }
     })
     .await;
-    assert!(!store.heartbeat("w1", &[], LONG).await.unwrap().worker_known);
+    assert!(
+        !store
+            .heartbeat("w1", &[], LONG, DrainCost::default())
+            .await
+            .unwrap()
+            .worker_known
+    );
     store.revive_worker("w1").await.unwrap();
-    assert!(store.heartbeat("w1", &[], LONG).await.unwrap().worker_known);
+    assert!(
+        store
+            .heartbeat("w1", &[], LONG, DrainCost::default())
+            .await
+            .unwrap()
+            .worker_known
+    );
 }
 
 pub async fn drain_requests_are_delivered_once(store: SharedStore) {
@@ -594,7 +624,7 @@ pub async fn drain_requests_are_delivered_once(store: SharedStore) {
     assert_eq!(row.id, "w1");
     assert_eq!(row.drain_request.as_ref().unwrap().mode, Mode::Finish);
     let delivered = store
-        .heartbeat("w1", &[], LONG)
+        .heartbeat("w1", &[], LONG, DrainCost::default())
         .await
         .unwrap()
         .drain_request;
@@ -603,7 +633,7 @@ pub async fn drain_requests_are_delivered_once(store: SharedStore) {
     assert_eq!(delivered.requested_by.as_deref(), Some("alice"));
     assert!(delivered.requested_at.is_some());
     assert!(store
-        .heartbeat("w1", &[], LONG)
+        .heartbeat("w1", &[], LONG, DrainCost::default())
         .await
         .unwrap()
         .drain_request

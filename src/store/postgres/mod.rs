@@ -17,11 +17,12 @@ use super::{
     StoreResult, Subscription, WorkerRegistration, WorkerRow,
 };
 mod control;
+mod fleet;
 mod prune;
 mod rows;
 
-use self::rows::{drain_from_row, lease_arrays, millis, shutdown_from_row, worker_from_row};
-use crate::model::Phase;
+use self::rows::{lease_arrays, millis, shutdown_from_row};
+use crate::model::{DrainCost, DrainQueued, Phase, QueuedDrain};
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
@@ -80,9 +81,12 @@ macro_rules! worker_columns {
     () => {
         "id, name, version, phase, listen_addr, concurrency, lease_ttl_ms, started_at, heartbeat_at, \
      in_flight, drain_mode, drain_reason, drain_requested_by, drain_requested_at, declared_dead_at, \
-     stopped_at, kinds"
+     stopped_at, kinds, drain_eta_ms, work_at_risk_ms"
     };
 }
+
+// After the column macros, which it uses.
+mod workers;
 
 /// Claims up to $4 runnable jobs of kinds $3 for owner $1 with a lease of $2 ms (claim connection).
 const CLAIM_SQL: &str = "WITH picked AS ( \
@@ -539,40 +543,15 @@ impl Store for PostgresStore {
     }
 
     async fn register_worker(&self, worker: &WorkerRegistration) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO workers (id, name, version, phase, listen_addr, concurrency, lease_ttl_ms, kinds) \
-             VALUES ($1, $2, $3, 'starting', $4, $5, $6, $7)",
-        )
-        .bind(&worker.id)
-        .bind(&worker.name)
-        .bind(&worker.version)
-        .bind(&worker.listen_addr)
-        .bind(i64::from(worker.concurrency))
-        .bind(millis(worker.lease_ttl))
-        .bind(&worker.kinds)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.register_row(worker).await
     }
 
     async fn revive_worker(&self, worker_id: &str) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE workers SET declared_dead_at = NULL, heartbeat_at = now() \
-             WHERE id = $1 AND phase <> 'stopped'",
-        )
-        .bind(worker_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.revive_row(worker_id).await
     }
 
     async fn set_worker_phase(&self, worker_id: &str, phase: Phase) -> StoreResult<()> {
-        sqlx::query("UPDATE workers SET phase = $2 WHERE id = $1 AND phase <> 'stopped'")
-            .bind(worker_id)
-            .bind(phase.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.set_phase_row(worker_id, phase).await
     }
 
     async fn heartbeat(
@@ -580,105 +559,43 @@ impl Store for PostgresStore {
         worker_id: &str,
         held: &[Lease],
         lease_ttl: Duration,
+        cost: DrainCost,
     ) -> StoreResult<HeartbeatReport> {
-        let mut sorted: Vec<&Lease> = held.iter().collect();
-        sorted.sort_by_key(|lease| lease.job_id);
-        let ids: Vec<i64> = sorted.iter().map(|l| l.job_id).collect();
-        let epochs: Vec<i64> = sorted.iter().map(|l| l.epoch).collect();
-        let mut tx = self.hot_pool.begin().await?;
-        // Take any drain request in the same statement that touches the row.
-        let touched = sqlx::query(
-            "UPDATE workers w SET heartbeat_at = now(), in_flight = $2, \
-                drain_mode = NULL, drain_reason = NULL, drain_requested_by = NULL, drain_requested_at = NULL \
-             FROM (SELECT id, drain_mode, drain_reason, drain_requested_by, drain_requested_at \
-                   FROM workers WHERE id = $1 FOR UPDATE) AS old \
-             WHERE w.id = old.id AND w.declared_dead_at IS NULL AND w.phase <> 'stopped' \
-             RETURNING old.drain_mode, old.drain_reason, old.drain_requested_by, old.drain_requested_at",
-        )
-        .bind(worker_id)
-        .bind(held.len() as i64)
-        .fetch_optional(&mut *tx)
-        .await?;
-        // Rows are locked in id order, like every batch write, so two batches cannot deadlock.
-        let renewed = sqlx::query(RENEW_SQL)
-            .bind(worker_id)
-            .bind(millis(lease_ttl))
-            .bind(&ids)
-            .bind(&epochs)
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(HeartbeatReport {
-            worker_known: touched.is_some(),
-            drain_request: touched.as_ref().map(drain_from_row).transpose()?.flatten(),
-            renewed: renewed
-                .iter()
-                .map(|row| {
-                    Ok(Lease {
-                        job_id: row.try_get("id")?,
-                        owner: worker_id.to_string(),
-                        epoch: row.try_get("lease_epoch")?,
-                    })
-                })
-                .collect::<StoreResult<_>>()?,
-        })
+        self.beat(worker_id, held, lease_ttl, cost).await
     }
 
     async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE workers SET phase = 'stopped', in_flight = 0, stopped_at = now(), \
-                drain_mode = NULL, drain_reason = NULL, drain_requested_by = NULL, drain_requested_at = NULL \
-             WHERE id = $1",
-        )
-        .bind(worker_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.deregister_row(worker_id).await
     }
 
     async fn list_workers(&self) -> StoreResult<Vec<WorkerRow>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            worker_columns!(),
-            " FROM workers ORDER BY started_at DESC, id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(worker_from_row).collect()
+        self.worker_rows().await
     }
 
     async fn request_drain(&self, worker: &str, request: &DrainRequest) -> StoreResult<WorkerRow> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            worker_columns!(),
-            " FROM workers WHERE id = $1 OR name = $1"
-        ))
-        .bind(worker)
-        .fetch_all(&self.pool)
-        .await?;
-        let candidates: Vec<WorkerRow> =
-            rows.iter().map(worker_from_row).collect::<Result<_, _>>()?;
-        let target = super::pick_drain_target(worker, &candidates)?;
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(concat!(
-            "UPDATE workers SET drain_mode = $2, drain_reason = $3, drain_requested_by = $4, \
-                drain_requested_at = now() WHERE id = $1 AND phase <> 'stopped' RETURNING ",
-            worker_columns!()
-        ))
-        .bind(&target.id)
-        .bind(request.mode.as_str())
-        .bind(&request.reason)
-        .bind(&request.requested_by)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::Conflict(format!("worker {worker:?} stopped meanwhile")))?;
-        sqlx::query("SELECT pg_notify($1, 'drain:' || $2)")
-            .bind(&self.channel)
-            .bind(&target.id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        worker_from_row(&row)
+        self.write_drain_request(worker, request).await
+    }
+
+    async fn queue_drains(
+        &self,
+        worker_ids: &[String],
+        request: &DrainRequest,
+        max_draining: u32,
+    ) -> StoreResult<Vec<(String, DrainQueued)>> {
+        self.queue_drains_now(worker_ids, request, max_draining)
+            .await
+    }
+
+    async fn promote_drains(&self) -> StoreResult<Vec<String>> {
+        self.promote_queued_drains().await
+    }
+
+    async fn cancel_queued_drains(&self, worker_ids: &[String]) -> StoreResult<Vec<String>> {
+        self.withdraw_queued_drains(worker_ids).await
+    }
+
+    async fn queued_drains(&self) -> StoreResult<Vec<QueuedDrain>> {
+        self.read_queued_drains().await
     }
 
     async fn record_shutdown(&self, record: &ShutdownRecord) -> StoreResult<()> {

@@ -61,6 +61,8 @@ pub(super) fn worker_from_row(row: &PgRow) -> StoreResult<WorkerRow> {
         declared_dead_at: row.try_get("declared_dead_at")?,
         stopped_at: row.try_get("stopped_at")?,
         kinds: row.try_get("kinds")?,
+        drain_eta_seconds: crate::store::ms_to_seconds(row.try_get("drain_eta_ms")?),
+        work_at_risk_seconds: crate::store::ms_to_seconds(row.try_get("work_at_risk_ms")?),
     })
 }
 

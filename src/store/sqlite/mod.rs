@@ -6,18 +6,17 @@
 //! runnable index in order and stops at its limit; a batch drives primary-key lookups.
 
 use super::{
-    applied_flags, one_line, parse_enum, CancelOutcome, ClaimedJob, CompletionRecord, DrainRequest,
+    applied_flags, one_line, CancelOutcome, ClaimedJob, CompletionRecord, DrainRequest,
     FailOutcome, HeartbeatReport, Job, JobEvent, JobEventKind, JobFilter, JobId, JobStatus, Lease,
     NewEvent, NewJob, ReleaseReason, RetryOutcome, ShutdownRecord, Store, StoreError, StoreResult,
     WorkerRegistration, WorkerRow,
 };
+use crate::model::{DrainCost, DrainQueued, QueuedDrain};
 mod file;
 mod rows;
 
 use self::file::{DatabaseFile, WriteConn};
-use self::rows::{
-    duration_ms, opt_time, parse_json, shutdown_from_row, to_json_text, worker_from_row,
-};
+use self::rows::{duration_ms, opt_time, parse_json, shutdown_from_row, to_json_text};
 use crate::model::Phase;
 use async_trait::async_trait;
 use serde_json::Value;
@@ -132,7 +131,7 @@ macro_rules! worker_columns {
     () => {
         "id, name, version, phase, listen_addr, concurrency, lease_ttl_ms, started_at, heartbeat_at, \
          in_flight, drain_mode, drain_reason, drain_requested_by, drain_requested_at, \
-         declared_dead_at, stopped_at, kinds"
+         declared_dead_at, stopped_at, kinds, drain_eta_ms, work_at_risk_ms"
     };
 }
 
@@ -161,6 +160,9 @@ where
 }
 
 mod reads;
+// After the column macros, which they use.
+mod fleet;
+mod workers;
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -547,50 +549,15 @@ impl Store for SqliteStore {
     }
 
     async fn register_worker(&self, worker: &WorkerRegistration) -> StoreResult<()> {
-        const REGISTER: &str = concat!(
-            "INSERT INTO workers (id, name, version, phase, listen_addr, concurrency, lease_ttl_ms, kinds, started_at, heartbeat_at) ",
-            "VALUES (?1, ?2, ?3, 'starting', ?4, ?5, ?6, ?7, ",
-            now_ms!(),
-            ", ",
-            now_ms!(),
-            ")"
-        );
-        let mut w = self.write().await?;
-        sqlx::query(REGISTER)
-            .bind(&worker.id)
-            .bind(&worker.name)
-            .bind(&worker.version)
-            .bind(&worker.listen_addr)
-            .bind(worker.concurrency)
-            .bind(duration_ms(worker.lease_ttl))
-            .bind(to_json_text(&worker.kinds)?)
-            .execute(&mut *w)
-            .await?;
-        w.finish();
-        Ok(())
+        self.register_row(worker).await
     }
 
     async fn revive_worker(&self, worker_id: &str) -> StoreResult<()> {
-        const REVIVE: &str = concat!(
-            "UPDATE workers SET declared_dead_at = NULL, heartbeat_at = ",
-            now_ms!(),
-            " WHERE id = ?1 AND phase <> 'stopped'"
-        );
-        let mut w = self.write().await?;
-        sqlx::query(REVIVE).bind(worker_id).execute(&mut *w).await?;
-        w.finish();
-        Ok(())
+        self.revive_row(worker_id).await
     }
 
     async fn set_worker_phase(&self, worker_id: &str, phase: Phase) -> StoreResult<()> {
-        let mut w = self.write().await?;
-        sqlx::query("UPDATE workers SET phase = ?2 WHERE id = ?1 AND phase <> 'stopped'")
-            .bind(worker_id)
-            .bind(phase.as_str())
-            .execute(&mut *w)
-            .await?;
-        w.finish();
-        Ok(())
+        self.set_phase_row(worker_id, phase).await
     }
 
     async fn heartbeat(
@@ -598,134 +565,43 @@ impl Store for SqliteStore {
         worker_id: &str,
         held: &[Lease],
         lease_ttl: Duration,
+        cost: DrainCost,
     ) -> StoreResult<HeartbeatReport> {
-        const TOUCH_WORKER: &str = concat!(
-            "UPDATE workers SET heartbeat_at = ",
-            now_ms!(),
-            ", in_flight = ?2 WHERE id = ?1 AND declared_dead_at IS NULL AND phase <> 'stopped' ",
-            "RETURNING drain_mode, drain_reason, drain_requested_by, drain_requested_at"
-        );
-        const RENEW_LEASES: &str = concat!(
-            "UPDATE jobs SET lease_expires_at = ",
-            now_ms!(),
-            " + ?2 FROM (SELECT value FROM json_each(?3)) AS b ",
-            "WHERE jobs.id = b.value ->> '$.job_id' AND jobs.lease_epoch = b.value ->> '$.epoch' ",
-            "AND jobs.owner = ?1 AND +jobs.status = 'running' RETURNING jobs.id, jobs.lease_epoch"
-        );
-        // A file deleted or replaced underneath is found here, within one heartbeat.
-        self.file.check()?;
-        // The first statement writes, so the transaction holds the write lock from its start.
-        let mut w = self.write().await?;
-        let mut tx = w.begin().await?;
-        let touched = sqlx::query(TOUCH_WORKER)
-            .bind(worker_id)
-            .bind(held.len() as i64)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let mut report = HeartbeatReport {
-            worker_known: touched.is_some(),
-            ..HeartbeatReport::default()
-        };
-        if let Some(row) = touched {
-            if let Some(mode) = row.try_get::<Option<String>, _>("drain_mode")? {
-                report.drain_request = Some(DrainRequest {
-                    mode: parse_enum(&mode)?,
-                    reason: row.try_get("drain_reason")?,
-                    requested_by: row.try_get("drain_requested_by")?,
-                    requested_at: opt_time(row.try_get("drain_requested_at")?),
-                });
-                sqlx::query(
-                    "UPDATE workers SET drain_mode = NULL, drain_reason = NULL, drain_requested_by = NULL, drain_requested_at = NULL WHERE id = ?1",
-                )
-                .bind(worker_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        let renewed = if held.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query(RENEW_LEASES)
-                .bind(worker_id)
-                .bind(duration_ms(lease_ttl))
-                .bind(to_json_text(&held)?)
-                .fetch_all(&mut *tx)
-                .await?
-        };
-        tx.commit().await?;
-        w.finish();
-        report.renewed = renewed
-            .iter()
-            .map(|row| {
-                Ok(Lease {
-                    job_id: row.try_get("id")?,
-                    owner: worker_id.to_string(),
-                    epoch: row.try_get("lease_epoch")?,
-                })
-            })
-            .collect::<StoreResult<_>>()?;
-        Ok(report)
+        self.beat(worker_id, held, lease_ttl, cost).await
     }
 
     async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()> {
-        const DEREGISTER: &str = concat!(
-            "UPDATE workers SET phase = 'stopped', in_flight = 0, stopped_at = ",
-            now_ms!(),
-            ", drain_mode = NULL, drain_reason = NULL, drain_requested_by = NULL, drain_requested_at = NULL",
-            " WHERE id = ?1"
-        );
-        let mut w = self.write().await?;
-        sqlx::query(DEREGISTER)
-            .bind(worker_id)
-            .execute(&mut *w)
-            .await?;
-        w.finish();
-        Ok(())
+        self.deregister_row(worker_id).await
     }
 
     async fn list_workers(&self) -> StoreResult<Vec<WorkerRow>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            worker_columns!(),
-            " FROM workers ORDER BY started_at DESC, id"
-        ))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(worker_from_row).collect()
+        self.worker_rows().await
     }
 
     async fn request_drain(&self, worker: &str, request: &DrainRequest) -> StoreResult<WorkerRow> {
-        let mut w = self.write().await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            worker_columns!(),
-            " FROM workers WHERE id = ?1 OR name = ?1"
-        ))
-        .bind(worker)
-        .fetch_all(&mut *w)
-        .await?;
-        w.finish();
-        let candidates: Vec<WorkerRow> =
-            rows.iter().map(worker_from_row).collect::<Result<_, _>>()?;
-        let target = super::pick_drain_target(worker, &candidates)?;
-        const REQUEST: &str = concat!(
-            "UPDATE workers SET drain_mode = ?2, drain_reason = ?3, drain_requested_by = ?4, drain_requested_at = ",
-            now_ms!(),
-            " WHERE id = ?1 AND phase <> 'stopped' RETURNING ",
-            worker_columns!()
-        );
-        let mut w = self.write().await?;
-        let row = sqlx::query(REQUEST)
-            .bind(&target.id)
-            .bind(request.mode.as_str())
-            .bind(&request.reason)
-            .bind(&request.requested_by)
-            .fetch_optional(&mut *w)
-            .await?;
-        w.finish();
-        let row = row
-            .ok_or_else(|| StoreError::Conflict(format!("worker {worker:?} stopped meanwhile")))?;
-        worker_from_row(&row)
+        self.write_drain_request(worker, request).await
+    }
+
+    async fn queue_drains(
+        &self,
+        worker_ids: &[String],
+        request: &DrainRequest,
+        max_draining: u32,
+    ) -> StoreResult<Vec<(String, DrainQueued)>> {
+        self.queue_drains_now(worker_ids, request, max_draining)
+            .await
+    }
+
+    async fn promote_drains(&self) -> StoreResult<Vec<String>> {
+        self.promote_queued_drains().await
+    }
+
+    async fn cancel_queued_drains(&self, worker_ids: &[String]) -> StoreResult<Vec<String>> {
+        self.withdraw_queued_drains(worker_ids).await
+    }
+
+    async fn queued_drains(&self) -> StoreResult<Vec<QueuedDrain>> {
+        self.read_queued_drains().await
     }
 
     async fn record_shutdown(&self, record: &ShutdownRecord) -> StoreResult<()> {

@@ -71,6 +71,8 @@ pub(super) fn worker_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Work
         stopped_at: opt_time(row.try_get("stopped_at")?),
         kinds: serde_json::from_str(&row.try_get::<String, _>("kinds")?)
             .map_err(|e| StoreError::Corrupt(format!("worker kinds: {e}")))?,
+        drain_eta_seconds: crate::store::ms_to_seconds(row.try_get("drain_eta_ms")?),
+        work_at_risk_seconds: crate::store::ms_to_seconds(row.try_get("work_at_risk_ms")?),
     })
 }
 
