@@ -2,6 +2,7 @@
 //! typed events that write all three together.
 
 pub mod events;
+pub mod human;
 pub mod metrics;
 pub mod tracing;
 

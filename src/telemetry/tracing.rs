@@ -1,14 +1,17 @@
-//! Logs and traces: human-readable or JSON log lines (`--log-format`), and OpenTelemetry spans
-//! exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set.
+//! Logs and traces: human-readable (see `human`) or JSON log lines (`--log-format`), and
+//! OpenTelemetry spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `..._TRACES_ENDPOINT`) is set.
 //!
 //! With no endpoint configured no exporter exists and spans cost only the log layer's bookkeeping.
 //! JSON log lines inside a traced span carry its `trace_id` and `span_id`.
 
+use super::human::{HumanFormat, SpanFields};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use std::fmt;
+use std::io::IsTerminal as _;
 use std::sync::mpsc;
 use std::time::Duration;
 use tracing_subscriber::fmt::{format::Writer, FmtContext, FormatEvent, FormatFields};
@@ -90,6 +93,12 @@ impl TraceFlusher {
     }
 }
 
+/// Colour in human log lines only for a person at a terminal: stderr is one, and `NO_COLOR` is
+/// unset or empty (<https://no-color.org>). A file, a pipe or journald gets plain text.
+fn colour_wanted() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber: log lines to stderr, plus OTLP export when configured.
 /// Returns the flusher the phase machine uses in `deregistering`.
 pub fn init(format: LogFormat) -> TraceFlusher {
@@ -118,9 +127,13 @@ pub fn init(format: LogFormat) -> TraceFlusher {
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(env!("CARGO_PKG_NAME"))));
     let fmt_layer = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_writer(std::io::stderr)
+        LogFormat::Text => SpanFields
+            .and_then(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colour_wanted())
+                    .with_writer(std::io::stderr)
+                    .event_format(HumanFormat::default()),
+            )
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()

@@ -150,9 +150,15 @@ impl PostgresStore {
             .connect_lazy_with(options.options(HOT_CONNECTION_SETTINGS));
         // Connect one now, so that a connection that loses its settings is an error at start.
         drop(hot_pool.acquire().await.map_err(unreachable)?);
-        let schema: String = sqlx::query_scalar("SELECT current_schema()")
-            .fetch_one(&pool)
-            .await?;
+        // The schema the jobs table lives in (before the first migration: the one it will be
+        // created in), whose channel the insert trigger notifies.
+        let schema: String = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT n.nspname::text FROM pg_class c \
+                JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass('jobs')), \
+                current_schema())",
+        )
+        .fetch_one(&pool)
+        .await?;
         Ok(PostgresStore {
             pool,
             hot_pool,
@@ -246,10 +252,8 @@ impl Store for PostgresStore {
             chunk_ids.sort_unstable();
             ids.extend(chunk_ids);
         }
-        sqlx::query("SELECT pg_notify($1, 'jobs')")
-            .bind(&self.channel)
-            .execute(&mut *tx)
-            .await?;
+        // No NOTIFY here: the jobs table's statement trigger (migration 0006) sends it for every
+        // INSERT, this one included, and PostgreSQL delivers one per transaction at commit.
         tx.commit().await?;
         Ok(ids)
     }

@@ -166,3 +166,31 @@ fn notify_channels_fit_postgres_identifiers_for_any_schema() {
     }
     assert_ne!(super::notify_channel(&long), super::notify_channel(&other));
 }
+
+/// The insert trigger (migration 0006) computes the channel in SQL; it must be the one workers
+/// LISTEN to for every schema name, long and multibyte ones included.
+#[tokio::test]
+async fn the_insert_triggers_channel_is_the_workers_for_any_schema() {
+    let (store, schema) = store_with_stale_statistics(0).await;
+    assert_eq!(store.channel, super::notify_channel(&schema));
+    let names = [
+        "public".to_string(),
+        schema.clone(),
+        "s".repeat(54),
+        "s".repeat(55),
+        "s".repeat(60),
+        format!("{}t", "s".repeat(59)),
+        "é".repeat(40),
+        format!("{}é", "a".repeat(36)),
+        format!("{}é€", "b".repeat(35)),
+    ];
+    for name in &names {
+        let in_sql: String = sqlx::query_scalar("SELECT handover_notify_channel($1)")
+            .bind(name)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(in_sql, super::notify_channel(name), "schema {name:?}");
+    }
+    drop_schema(&schema).await;
+}
