@@ -1,10 +1,15 @@
 //! Observability on the real binary: metrics scraped before, during and after a drain (checked by
-//! promtool), the final scrape after `deregistering`, OTLP trace export, and JSON logs with trace ids.
+//! promtool), the final scrape after `deregistering`, OTLP trace export (decoded: the
+//! shutdown's span tree and its timings against the metrics), and JSON logs with trace ids.
 
 mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -267,10 +272,55 @@ fn fake_collector() -> (String, Received) {
     (endpoint, received)
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
+/// Every span the collector received, decoded from the OTLP/HTTP protobuf bodies, with the
+/// `service.name` of the resource each came with.
+fn decode_spans(batches: &[(String, Vec<u8>)]) -> Vec<(String, Span)> {
+    let mut spans = Vec::new();
+    for (path, body) in batches {
+        assert_eq!(path, "/v1/traces", "a trace export");
+        let request = ExportTraceServiceRequest::decode(body.as_slice())
+            .unwrap_or_else(|e| panic!("not an OTLP trace export ({e})"));
+        for resource_spans in request.resource_spans {
+            let service = resource_spans
+                .resource
+                .as_ref()
+                .and_then(|r| string_attribute(&r.attributes, "service.name"))
+                .unwrap_or_default();
+            for scope_spans in resource_spans.scope_spans {
+                for span in scope_spans.spans {
+                    spans.push((service.clone(), span));
+                }
+            }
+        }
+    }
+    spans
+}
+
+fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+fn string_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
+    match attribute(attributes, key)? {
+        any_value::Value::StringValue(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn int_attribute(attributes: &[KeyValue], key: &str) -> Option<i64> {
+    match attribute(attributes, key)? {
+        any_value::Value::IntValue(n) => Some(*n),
+        _ => None,
+    }
+}
+
+fn seconds(span: &Span) -> f64 {
+    assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+    (span.end_time_unix_nano - span.start_time_unix_nano) as f64 / 1e9
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,10 +328,15 @@ async fn a_shutdown_is_exported_as_one_trace_before_exit_and_json_logs_carry_its
     let store = TestStore::new().await;
     let (endpoint, received) = fake_collector();
     let spec = DemoSpec::timed("traced", 0.1, 200);
-    let job_id = store.submit("demo", spec.payload()).await;
+    let mut job_ids = Vec::new();
+    for n in 0..2 {
+        let mut spec = spec.clone();
+        spec.seed = format!("traced-{n}");
+        job_ids.push(store.submit("demo", spec.payload()).await);
+    }
     let mut worker = WorkerProcess::start_with(
         &store,
-        &[],
+        &[("--concurrency", "2"), ("--final-scrape-wait", "30s")],
         &["--log-format", "json"],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
@@ -289,31 +344,128 @@ async fn a_shutdown_is_exported_as_one_trace_before_exit_and_json_logs_carry_its
         ],
     )
     .await;
-    store
-        .wait_for_checkpoint(job_id, 1, Duration::from_secs(20))
-        .await;
+    for &id in &job_ids {
+        store
+            .wait_for_checkpoint(id, 1, Duration::from_secs(20))
+            .await;
+    }
     worker.signal(Signal::SIGTERM);
+    // The phase metrics, from the scrape the worker waits for after `deregistering`.
+    let ready_url = worker.url("/readyz");
+    wait_for(
+        "the worker to reach stopped",
+        Duration::from_secs(20),
+        || async {
+            let body: serde_json::Value = reqwest::get(&ready_url).await.ok()?.json().await.ok()?;
+            (body["phase"] == "stopped").then_some(())
+        },
+    )
+    .await;
+    let metrics = scrape(&worker).await;
     assert_eq!(
-        worker.wait_exit(Duration::from_secs(20)).await.code(),
+        worker.wait_exit(Duration::from_secs(10)).await.code(),
         Some(0)
     );
 
-    // Everything was flushed inside the shutdown: it is at the collector by the time the process is gone.
+    // Everything was flushed inside the shutdown: it is at the collector by the time the process
+    // is gone. Decoded, it is one tree: a root `shutdown` span, a child per phase.
     let batches = received.lock().unwrap().clone();
     assert!(!batches.is_empty(), "no OTLP export arrived");
-    assert!(batches.iter().all(|(path, _)| path == "/v1/traces"));
-    let all: Vec<u8> = batches.into_iter().flat_map(|(_, body)| body).collect();
-    for name in [
-        "handover-test",
-        "shutdown",
-        "shutdown.draining",
-        "shutdown.checkpointing",
-        "shutdown.releasing",
-        "shutdown.deregistering",
-        "job.attempt",
-        "sigterm",
-    ] {
-        assert!(contains(&all, name), "the export has {name:?}");
+    let spans = decode_spans(&batches);
+    assert!(
+        spans.iter().all(|(service, _)| service == "handover-test"),
+        "OTEL_SERVICE_NAME names the resource"
+    );
+    let named = |name: &str| -> Vec<&Span> {
+        spans
+            .iter()
+            .map(|(_, span)| span)
+            .filter(|span| span.name == name)
+            .collect()
+    };
+    let shutdowns = named("shutdown");
+    assert_eq!(shutdowns.len(), 1, "exactly one shutdown span");
+    let shutdown = shutdowns[0];
+    assert!(shutdown.parent_span_id.is_empty(), "the shutdown is a root");
+    assert_eq!(
+        string_attribute(&shutdown.attributes, "trigger").as_deref(),
+        Some("sigterm")
+    );
+    assert_eq!(
+        string_attribute(&shutdown.attributes, "outcome").as_deref(),
+        Some("clean")
+    );
+    assert_eq!(
+        int_attribute(&shutdown.attributes, "jobs_released"),
+        Some(2)
+    );
+    let phase_spans: Vec<&Span> = spans
+        .iter()
+        .map(|(_, span)| span)
+        .filter(|span| span.name.starts_with("shutdown."))
+        .collect();
+    assert_eq!(phase_spans.len(), 4, "one span per shutdown phase");
+    for phase in ["draining", "checkpointing", "releasing", "deregistering"] {
+        let spans = named(&format!("shutdown.{phase}"));
+        assert_eq!(spans.len(), 1, "one {phase} span");
+        let span = spans[0];
+        assert_eq!(span.trace_id, shutdown.trace_id, "{phase} is in the trace");
+        assert_eq!(
+            span.parent_span_id, shutdown.span_id,
+            "{phase} is a child of shutdown"
+        );
+        assert!(
+            span.start_time_unix_nano >= shutdown.start_time_unix_nano
+                && span.end_time_unix_nano <= shutdown.end_time_unix_nano,
+            "{phase} lies within the shutdown"
+        );
+        // The span and the metric time the same interval.
+        let count = value(
+            &metrics,
+            &format!(
+                r#"handover_shutdown_phase_duration_seconds_count{{phase="{phase}",trigger="sigterm"}}"#
+            ),
+        );
+        assert_eq!(count, 1.0, "{phase} observed once");
+        let observed = value(
+            &metrics,
+            &format!(
+                r#"handover_shutdown_phase_duration_seconds_sum{{phase="{phase}",trigger="sigterm"}}"#
+            ),
+        );
+        let spanned = seconds(span);
+        assert!(
+            (spanned - observed).abs() <= 0.001,
+            "{phase}: span {spanned:.6}s, metric {observed:.6}s"
+        );
+    }
+
+    // One span per job attempt: each job ran once, interrupted by the drain.
+    let attempts = named("job.attempt");
+    assert_eq!(
+        attempts.len() as f64,
+        value(
+            &metrics,
+            r#"handover_job_duration_seconds_count{kind="demo",outcome="interrupted"}"#
+        ),
+        "a span for every attempt the worker ran"
+    );
+    let mut attempted: Vec<i64> = attempts
+        .iter()
+        .map(|span| int_attribute(&span.attributes, "job_id").expect("job_id on job.attempt"))
+        .collect();
+    attempted.sort();
+    assert_eq!(attempted, job_ids, "one attempt span per job");
+    for span in &attempts {
+        assert_eq!(int_attribute(&span.attributes, "attempt"), Some(1));
+        assert_eq!(
+            string_attribute(&span.attributes, "kind").as_deref(),
+            Some("demo")
+        );
+        assert!(
+            string_attribute(&span.attributes, "outcome").is_some(),
+            "outcome recorded on job.attempt"
+        );
     }
 
     // JSON log lines: each one parses, and the shutdown's lines share one trace id.
@@ -330,13 +482,16 @@ async fn a_shutdown_is_exported_as_one_trace_before_exit_and_json_logs_carry_its
     let trace_id = phase_lines[0]["trace_id"]
         .as_str()
         .expect("trace_id on phase lines");
-    assert_eq!(trace_id.len(), 32);
-    assert!(trace_id.chars().all(|c| c.is_ascii_hexdigit()));
     assert!(phase_lines.iter().all(|l| l["trace_id"] == trace_id));
-    // ...and it is the trace that was exported (protobuf carries the 16 raw bytes).
-    let raw = hex::decode(trace_id).unwrap();
-    assert!(
-        all.windows(16).any(|w| w == raw.as_slice()),
-        "log trace id {trace_id} not exported"
-    );
+    // ...and it is the exported shutdown's trace; each line carries its own phase's span id.
+    assert_eq!(hex::decode(trace_id).unwrap(), shutdown.trace_id);
+    for line in phase_lines {
+        let phase = line["phase"].as_str().expect("phase on the line");
+        let span = named(&format!("shutdown.{phase}"))[0];
+        assert_eq!(
+            line["span_id"].as_str().map(|id| hex::decode(id).unwrap()),
+            Some(span.span_id.clone()),
+            "the {phase} line is logged in its span"
+        );
+    }
 }

@@ -13,18 +13,31 @@ pub struct ConfigError(pub String);
 /// Everything a worker process is configured with.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
+    /// The store the worker claims jobs from (`--store`).
     pub store: StoreUrl,
+    /// Where the HTTP server listens (`--listen`); port 0 picks a free one.
     pub listen: String,
+    /// The worker's name in the store, the pages and the logs (`--name`).
     pub name: String,
+    /// How many jobs run at once (`--concurrency`).
     pub concurrency: usize,
+    /// How long a shutdown may take before the forced path ends it (`--grace`).
     pub grace: Duration,
+    /// How long `draining` waits, not ready, before jobs are checkpointed (`--drain-delay`).
     pub drain_delay: Duration,
+    /// How often the worker row and its leases are renewed (`--heartbeat-interval`).
     pub heartbeat_interval: Duration,
+    /// How long a lease lasts without renewal before a rescuer may take the job (`--lease-ttl`).
     pub lease_ttl: Duration,
+    /// How often the store is polled for jobs and requests where it pushes nothing (`--poll-interval`).
     pub poll_interval: Duration,
+    /// How long a cancelled job's processes get between SIGTERM and SIGKILL (`--cancel-grace`).
     pub cancel_grace: Duration,
+    /// How often the queue metrics are read from the store (`--queue-metrics-interval`).
     pub queue_metrics_interval: Duration,
+    /// The bearer token of the admin API and pages; None generates one (`--admin-token`).
     pub admin_token: Option<String>,
+    /// How long `/metrics` is still served after `deregistering` for a last scrape (`--final-scrape-wait`).
     pub final_scrape_wait: Duration,
     /// How long finished rows are kept (SPEC §10); the worker's pruner deletes older ones.
     pub retention: Retention,
@@ -130,6 +143,7 @@ pub fn default_worker_name() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// The default `--concurrency`: the number of CPUs the process may use (2 if unknown).
 pub fn default_concurrency() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }

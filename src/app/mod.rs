@@ -4,6 +4,8 @@
 //! machine until `stopped`, and joins every task before it returns.
 
 pub mod config;
+// Public for other layers and the tests, not part of the embedding surface.
+#[doc(hidden)]
 pub mod supervisor;
 
 pub use self::config::{default_concurrency, default_worker_name, ConfigError, WorkerConfig};
@@ -47,8 +49,11 @@ const ATTEMPTS_STOP_BUDGET: Duration = Duration::from_secs(2);
 
 /// A built worker, bound and registered, not yet running.
 pub struct App {
+    /// The address the HTTP server is bound to.
     pub addr: SocketAddr,
+    /// The worker's id in the store (a new UUID per process).
     pub worker_id: String,
+    /// The admin token in force (configured or generated).
     pub admin_token: String,
     /// True when no token was configured and one was generated.
     pub token_generated: bool,

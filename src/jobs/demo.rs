@@ -83,6 +83,7 @@ pub fn expected_digest(seed: &str, iterations: u64) -> String {
     hex::encode(chain_steps(chain_start(seed), iterations, || false).expect("never abandoned"))
 }
 
+/// The `demo` kind: a resumable SHA-256 hash chain.
 pub struct DemoHandler;
 
 #[async_trait]

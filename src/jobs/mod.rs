@@ -4,6 +4,8 @@
 pub mod cadence;
 pub mod demo;
 pub mod exec;
+// Public for other layers and the tests, not part of the embedding surface.
+#[doc(hidden)]
 pub mod inflight;
 pub mod noop;
 
@@ -40,6 +42,7 @@ pub enum JobError {
 /// Why a checkpoint could not be saved.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
+    /// The attempt's lease is held by another worker now: stop at once.
     #[error("lease lost")]
     LeaseLost,
     /// The store did not answer; the job may keep working and try again at its next checkpoint.
@@ -85,6 +88,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// An empty registry.
     pub fn new() -> Self {
         Registry::default()
     }
@@ -104,10 +108,12 @@ impl Registry {
         self
     }
 
+    /// The handler of `kind`, if one is registered.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Handler>> {
         self.handlers.get(kind)
     }
 
+    /// The registered kinds, sorted.
     pub fn kinds(&self) -> Vec<String> {
         self.handlers.keys().cloned().collect()
     }
@@ -215,10 +221,12 @@ impl JobContext {
         }
     }
 
+    /// The id of the job this attempt runs.
     pub fn job_id(&self) -> JobId {
         self.inner.job.lease.job_id
     }
 
+    /// The job's kind.
     pub fn kind(&self) -> &str {
         &self.inner.job.kind
     }
@@ -228,6 +236,7 @@ impl JobContext {
         self.inner.job.attempt
     }
 
+    /// The job's payload, as submitted.
     pub fn payload(&self) -> &Value {
         &self.inner.job.payload
     }

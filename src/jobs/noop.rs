@@ -4,6 +4,7 @@ use super::{Handler, JobContext, JobError, JobOutcome};
 use async_trait::async_trait;
 use serde_json::Value;
 
+/// The `noop` kind: completes at once with a null result.
 pub struct NoopHandler;
 
 #[async_trait]

@@ -3,6 +3,7 @@
 
 use tokio::sync::{watch, Mutex, MutexGuard};
 
+/// Whether the claim loop may claim and start jobs; the phase machine pauses and resumes it.
 pub struct ClaimControl {
     allowed: watch::Sender<bool>,
     /// Held by the claim loop from the moment it decides to claim until the claimed jobs are
@@ -31,10 +32,12 @@ impl ClaimControl {
         drop(self.starting.lock().await);
     }
 
+    /// Allows claiming and starting held jobs again.
     pub fn resume(&self) {
         self.allowed.send_replace(true);
     }
 
+    /// Whether claiming is allowed now.
     pub fn is_allowed(&self) -> bool {
         *self.allowed.borrow()
     }

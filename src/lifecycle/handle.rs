@@ -9,9 +9,13 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 /// A request to drain.
 #[derive(Clone, Debug)]
 pub struct DrainOrder {
+    /// What asked for the drain.
     pub trigger: Trigger,
+    /// Hand jobs back at once (`handoff`) or let them finish first (`finish`).
     pub mode: Mode,
+    /// Who asked, when known (shown on the pages and in the shutdown record).
     pub requested_by: Option<String>,
+    /// Why, in the requester's words.
     pub reason: Option<String>,
 }
 
@@ -24,12 +28,16 @@ pub enum DrainAnswer {
     AlreadyShuttingDown(Status),
 }
 
+/// Why a drain could not be cancelled.
 #[derive(Debug, thiserror::Error)]
 pub enum CancelRefused {
+    /// The worker is not draining.
     #[error("no drain is in progress")]
     NotDraining,
+    /// Drains started by signals or a failed task cannot be cancelled.
     #[error("a drain started by {0} cannot be cancelled")]
     NotCancellable(Trigger),
+    /// The drain has gone past `draining`.
     #[error("the drain is already in {0}; only a drain still in draining can be cancelled")]
     TooLate(Phase),
 }
@@ -57,10 +65,12 @@ pub struct MachineHandle {
 }
 
 impl MachineHandle {
+    /// The latest published status.
     pub fn status(&self) -> Status {
         self.status.borrow().clone()
     }
 
+    /// The current phase.
     pub fn phase(&self) -> Phase {
         self.status.borrow().phase
     }

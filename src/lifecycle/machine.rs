@@ -41,11 +41,17 @@ const FINISH_RESERVE_MAX: Duration = Duration::from_secs(10);
 
 /// The worker parts the machine drives.
 pub struct WorkerParts {
+    /// The worker's id in the store.
     pub worker_id: String,
+    /// The worker's name.
     pub worker_name: String,
+    /// The store the shutdown writes to.
     pub store: SharedStore,
+    /// Where phases and shutdowns are counted.
     pub metrics: Arc<Metrics>,
+    /// The claim loop's switch.
     pub claims: Arc<ClaimControl>,
+    /// The jobs this worker holds and runs.
     pub jobs: Arc<InFlight>,
     /// Cancelled in `checkpointing`.
     pub checkpoint_request: CancellationToken,
@@ -55,9 +61,12 @@ pub struct WorkerParts {
     pub background: CancellationToken,
 }
 
+/// The timings the machine keeps.
 #[derive(Clone, Copy, Debug)]
 pub struct MachineSettings {
+    /// `--grace`: the whole shutdown's budget.
     pub grace: Duration,
+    /// `--drain-delay`: how long `draining` lasts before jobs are checkpointed.
     pub drain_delay: Duration,
 }
 
@@ -72,6 +81,7 @@ impl MachineSettings {
 /// How a shutdown ended.
 #[derive(Clone, Debug)]
 pub struct ShutdownSummary {
+    /// The shutdown as recorded in the store: trigger, mode, outcome, phases, jobs released.
     pub record: ShutdownRecord,
     /// Store writes of the shutdown that never succeeded (hand-back, worker row, shutdown record):
     /// the worker must not exit 0 as if they had.
@@ -81,6 +91,7 @@ pub struct ShutdownSummary {
 }
 
 impl ShutdownSummary {
+    /// Whether the shutdown was clean or forced.
     pub fn outcome(&self) -> Outcome {
         self.record.outcome
     }
@@ -114,6 +125,7 @@ struct ActiveDrain {
     span: Span,
 }
 
+/// The one owner of the phase: runs a worker from `running` to `stopped` (SPEC §4).
 pub struct PhaseMachine {
     commands: mpsc::UnboundedReceiver<Command>,
     commands_open: bool,
@@ -168,6 +180,7 @@ impl PhaseMachine {
         (machine, handle)
     }
 
+    /// Lets `deregistering` flush exported spans.
     pub fn set_trace_flusher(&mut self, traces: TraceFlusher) {
         self.traces = traces;
     }
@@ -667,6 +680,9 @@ impl PhaseMachine {
         // inside the deadline. (The flush's own time shows in the total, not in the phase.)
         self.finish_current_phase();
         if let Some(drain) = self.drain.as_mut() {
+            // The exported span ends at its last exit, not when it is closed: without this it
+            // would end where it was last entered ("drain started"), before its own phases.
+            drain.span.in_scope(|| {});
             drain.span = Span::none();
         }
         self.traces.flush(self.write_budget()).await;

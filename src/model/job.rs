@@ -6,16 +6,23 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// A job's id, assigned by the store in submission order.
 pub type JobId = i64;
 
 wire_enum!(
     /// The status of a job (SPEC §2).
     JobStatus {
+        /// Waiting to be claimed (new, handed back or rescued).
         Pending => "pending",
+        /// Leased by a worker.
         Running => "running",
+        /// Done, with its result.
         Completed => "completed",
+        /// An attempt failed; it will be retried after `run_after`.
         Failed => "failed",
+        /// Attempts exhausted; its last error is kept.
         Dead => "dead",
+        /// Cancelled by an operator.
         Cancelled => "cancelled",
     }
 );
@@ -23,21 +30,37 @@ wire_enum!(
 /// A job as stored, with the field names of SPEC §2.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Job {
+    /// The job's id.
     pub id: JobId,
+    /// Which handler runs it.
     pub kind: String,
+    /// What the handler is asked to do (JSON).
     pub payload: Value,
+    /// Where the job is in its life.
     pub status: JobStatus,
+    /// Higher runs first.
     pub priority: i32,
+    /// Attempts counted so far (hand-backs do not count; rescues do).
     pub attempts: i32,
+    /// After this many failed attempts the job is `dead`.
     pub max_attempts: i32,
+    /// Not claimed before this time (retry backoff).
     pub run_after: DateTime<Utc>,
+    /// The id of the worker holding the lease, while one does.
     pub owner: Option<String>,
+    /// Raised by every claim; fences every write of an attempt.
     pub lease_epoch: i64,
+    /// When the lease expires unless renewed.
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The last checkpoint saved; the next attempt resumes from it.
     pub checkpoint: Option<Value>,
+    /// What the handler returned on completion.
     pub result: Option<Value>,
+    /// The last failed attempt's error.
     pub error: Option<String>,
+    /// When it was submitted.
     pub created_at: DateTime<Utc>,
+    /// When its row last changed.
     pub updated_at: DateTime<Utc>,
     /// When the current (or last) attempt was claimed.
     pub claimed_at: Option<DateTime<Utc>>,
@@ -48,9 +71,13 @@ pub struct Job {
 /// A job to submit.
 #[derive(Clone, Debug)]
 pub struct NewJob {
+    /// Which handler runs it; see [`crate::jobs::validate_kind`].
     pub kind: String,
+    /// What the handler is asked to do (JSON).
     pub payload: Value,
+    /// Higher runs first (default 0).
     pub priority: i32,
+    /// After this many failed attempts the job is `dead` (default [`DEFAULT_MAX_ATTEMPTS`]).
     pub max_attempts: i32,
 }
 
@@ -58,6 +85,7 @@ pub struct NewJob {
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
 
 impl NewJob {
+    /// A job of `kind` with `payload`, priority 0 and the default attempts.
     pub fn new(kind: impl Into<String>, payload: Value) -> Self {
         NewJob {
             kind: kind.into(),
@@ -71,20 +99,28 @@ impl NewJob {
 /// Proof of holding a job: every write for the job is conditional on all three fields.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Lease {
+    /// The job held.
     pub job_id: JobId,
+    /// The worker holding it.
     pub owner: String,
+    /// The claim's `lease_epoch`.
     pub epoch: i64,
 }
 
 /// A job handed to a worker by a claim.
 #[derive(Clone, Debug)]
 pub struct ClaimedJob {
+    /// The lease every write of this attempt is fenced by.
     pub lease: Lease,
+    /// Which handler runs it.
     pub kind: String,
+    /// What the handler is asked to do.
     pub payload: Value,
     /// 1 for the first attempt; released (handed-back) runs do not count.
     pub attempt: i32,
+    /// After this many failed attempts the job is `dead`.
     pub max_attempts: i32,
+    /// The checkpoint to resume from (None on a first run).
     pub checkpoint: Option<Value>,
 }
 
@@ -119,10 +155,13 @@ wire_enum!(
     /// How one attempt ended on this worker (the `outcome` label of
     /// `handover_job_duration_seconds`).
     AttemptOutcome {
+        /// The handler completed the job.
         Completed => "completed",
+        /// The handler failed the attempt.
         Failed => "failed",
         /// Stopped at a checkpoint to be handed back.
         Interrupted => "interrupted",
+        /// Another worker took the job; this attempt stopped.
         LeaseLost => "lease_lost",
         /// Abandoned by a forced shutdown.
         Forced => "forced",

@@ -5,12 +5,20 @@ use super::wire_enum;
 wire_enum!(
     /// Where a worker is in its life. Only the phase machine moves it forward.
     Phase {
+        /// Building: not ready yet.
         Starting => "starting",
+        /// Claiming and running jobs; ready.
         Running => "running",
+        /// Not ready and claiming nothing; held jobs handed back, `--drain-delay` waited out (in
+        /// `finish` mode, running jobs may complete).
         Draining => "draining",
+        /// Running jobs asked to stop at their next checkpoint.
         Checkpointing => "checkpointing",
+        /// Jobs handed back to the store with their checkpoints.
         Releasing => "releasing",
+        /// The worker row marked stopped and the shutdown recorded.
         Deregistering => "deregistering",
+        /// Done; the process may exit.
         Stopped => "stopped",
     }
 );
@@ -18,11 +26,17 @@ wire_enum!(
 wire_enum!(
     /// What started a shutdown.
     Trigger {
+        /// SIGTERM.
         Sigterm => "sigterm",
+        /// SIGINT (Ctrl-C).
         Sigint => "sigint",
+        /// SIGHUP (a closed terminal).
         Sighup => "sighup",
+        /// A drain asked for over HTTP (or by an embedding program through its handle).
         Http => "http",
+        /// A drain request written into the store (`handover drain`).
         Remote => "remote",
+        /// An essential task of the worker failed.
         Internal => "internal",
     }
 );
@@ -30,7 +44,9 @@ wire_enum!(
 wire_enum!(
     /// How in-flight jobs are treated during a drain.
     Mode {
+        /// Checkpoint running jobs and hand them back.
         Handoff => "handoff",
+        /// Let running jobs complete within the finish budget, then checkpoint and hand back the rest.
         Finish => "finish",
     }
 );
@@ -38,7 +54,9 @@ wire_enum!(
 wire_enum!(
     /// How a shutdown ended.
     Outcome {
+        /// Every step finished within the grace period.
         Clean => "clean",
+        /// The grace period ran out, or a second signal came.
         Forced => "forced",
     }
 );

@@ -49,11 +49,15 @@ impl Retention {
 wire_enum!(
     /// A table a retention pass deletes from (the `table` label of `handover_pruned_total`).
     PrunedTable {
+        /// Completed, dead and cancelled jobs.
         Jobs => "jobs",
+        /// The completion audit rows of the deleted completed jobs.
         JobCompletions => "job_completions",
         /// The journey events of the deleted jobs.
         JobEvents => "job_events",
+        /// Stopped or declared-dead worker rows.
         Workers => "workers",
+        /// Shutdown records.
         Shutdowns => "shutdowns",
     }
 );
@@ -61,18 +65,24 @@ wire_enum!(
 /// Rows deleted by a retention pass (or one batch of it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PruneReport {
+    /// Completed jobs deleted.
     pub completed_jobs: u64,
+    /// Dead jobs deleted.
     pub dead_jobs: u64,
+    /// Cancelled jobs deleted.
     pub cancelled_jobs: u64,
     /// Audit rows of the deleted completed jobs.
     pub job_completions: u64,
     /// Journey events of the deleted jobs.
     pub job_events: u64,
+    /// Worker rows deleted.
     pub workers: u64,
+    /// Shutdown records deleted.
     pub shutdowns: u64,
 }
 
 impl PruneReport {
+    /// Adds another report's counts to this one.
     pub fn add(&mut self, other: &PruneReport) {
         self.completed_jobs += other.completed_jobs;
         self.dead_jobs += other.dead_jobs;
@@ -97,6 +107,7 @@ impl PruneReport {
         ]
     }
 
+    /// Rows deleted in all.
     pub fn total(&self) -> u64 {
         self.by_table().iter().map(|(_, n)| n).sum()
     }

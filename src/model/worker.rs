@@ -9,20 +9,30 @@ use std::time::Duration;
 /// A request, written into the store, that a worker drain itself.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DrainRequest {
+    /// How to drain.
     pub mode: Mode,
+    /// Why, as given.
     pub reason: Option<String>,
+    /// Who asked.
     pub requested_by: Option<String>,
+    /// When it was asked.
     pub requested_at: Option<DateTime<Utc>>,
 }
 
 /// What a worker says about itself when it registers.
 #[derive(Clone, Debug)]
 pub struct WorkerRegistration {
+    /// The worker's id (a UUID per process).
     pub id: String,
+    /// Its name.
     pub name: String,
+    /// The handover version it runs.
     pub version: String,
+    /// Where its HTTP server listens.
     pub listen_addr: Option<String>,
+    /// How many jobs it runs at once.
     pub concurrency: u32,
+    /// Its `--lease-ttl`: how old its heartbeat may get before it is declared dead.
     pub lease_ttl: Duration,
     /// The kinds this worker serves.
     pub kinds: Vec<String>,
@@ -31,18 +41,29 @@ pub struct WorkerRegistration {
 /// A worker row (SPEC §3).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct WorkerRow {
+    /// The worker's id.
     pub id: String,
+    /// Its name.
     pub name: String,
+    /// Its phase, as last reported.
     pub phase: Phase,
+    /// The handover version it runs.
     pub version: String,
+    /// Where its HTTP server listens.
     pub listen_addr: Option<String>,
+    /// How many jobs it runs at once.
     pub concurrency: i64,
+    /// When it registered.
     pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
     pub heartbeat_at: DateTime<Utc>,
+    /// Jobs it held at its last heartbeat.
     pub in_flight: i64,
+    /// A drain request waiting for it, if any.
     pub drain_request: Option<DrainRequest>,
     /// Set by a rescuer that found this worker's heartbeat older than its lease TTL.
     pub declared_dead_at: Option<DateTime<Utc>>,
+    /// When it deregistered.
     pub stopped_at: Option<DateTime<Utc>>,
     /// The kinds it serves.
     #[serde(default)]

@@ -5,6 +5,8 @@
 mod control;
 mod journey;
 mod postgres;
+// Public for the pruner and `handover prune`, not part of the embedding surface.
+#[doc(hidden)]
 pub mod prune;
 mod rolling;
 mod sqlite;
@@ -41,9 +43,15 @@ pub enum StoreEvent {
     /// Jobs became claimable (submitted, handed back or rescued).
     JobsAvailable,
     /// A drain request was written for this worker id.
-    DrainRequested { worker_id: String },
+    DrainRequested {
+        /// The worker asked to drain.
+        worker_id: String,
+    },
     /// An operator cancelled a running job of this worker id.
-    CancelRequested { worker_id: String },
+    CancelRequested {
+        /// The worker running the cancelled job.
+        worker_id: String,
+    },
     /// The push connection was re-established; events may have been missed meanwhile.
     Reconnected,
 }
@@ -51,14 +59,18 @@ pub enum StoreEvent {
 /// Pushed store events, and the task that listens for them: the caller runs `listener` (under
 /// its supervisor); it ends when the subscription's stop token is cancelled.
 pub struct Subscription {
+    /// The events, as they arrive.
     pub events: mpsc::UnboundedReceiver<StoreEvent>,
+    /// The task that receives them; the caller runs it.
     pub listener: futures_util::future::BoxFuture<'static, ()>,
 }
 
 /// Filters for listing jobs.
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
+    /// Only jobs in this status.
     pub status: Option<JobStatus>,
+    /// At most this many.
     pub limit: Option<i64>,
 }
 
@@ -66,9 +78,13 @@ pub struct JobFilter {
 /// pagination: the next page starts below the last id shown, at the same cost however deep).
 #[derive(Clone, Debug, Default)]
 pub struct JobPageQuery {
+    /// Only jobs in this status.
     pub status: Option<JobStatus>,
+    /// Only jobs of this kind.
     pub kind: Option<String>,
+    /// Only jobs with an id below this one.
     pub before: Option<JobId>,
+    /// At most this many.
     pub limit: i64,
 }
 
@@ -79,18 +95,27 @@ pub struct JobPageQuery {
 pub enum StoreError {
     /// A fenced write found the job no longer held at this (owner, epoch).
     #[error("lease lost: job {job_id} is no longer held at epoch {epoch}")]
-    LeaseLost { job_id: JobId, epoch: i64 },
+    LeaseLost {
+        /// The job written for.
+        job_id: JobId,
+        /// The epoch the writer held.
+        epoch: i64,
+    },
     /// The store cannot be reached or cannot take writes now; the operation may be retried.
     #[error("store unreachable: {0}")]
     Unavailable(String),
     /// The store did not answer within the time the operation had.
     #[error("store timed out: {operation} took longer than {}", humantime::format_duration(*after))]
     TimedOut {
+        /// What was being done.
         operation: &'static str,
+        /// The time it had.
         after: Duration,
     },
+    /// No such job or worker.
     #[error("{0}")]
     NotFound(String),
+    /// The request contradicts the row's state (for example, a worker not live).
     #[error("{0}")]
     Conflict(String),
     /// The caller's input is wrong (the only store error an HTTP caller gets a 400 for).
@@ -102,6 +127,7 @@ pub enum StoreError {
     /// The database refused a statement for a reason that is neither its health nor the input.
     #[error("store error: {0}")]
     Database(String),
+    /// A schema migration failed.
     #[error("schema migration failed: {0}")]
     Migrate(String),
     /// The store answers but cannot be trusted or written: a corrupt SQLite file, or one deleted
@@ -215,6 +241,7 @@ impl StoreError {
     }
 }
 
+/// The result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The operations a worker, the CLI and the admin pages need from a store.
@@ -284,14 +311,18 @@ pub trait Store: Send + Sync + 'static {
     /// pending job's wait: what the queue metrics show.
     async fn queue_counts(&self) -> StoreResult<Vec<crate::model::QueueCount>>;
 
+    /// One job, or None when no job has this id.
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    /// Jobs matching `filter`, oldest first.
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
     /// Counts jobs by status.
     async fn count_jobs(&self) -> StoreResult<Vec<(JobStatus, i64)>>;
 
+    /// Adds (or replaces) this worker's row, `starting`, with the kinds it serves.
     async fn register_worker(&self, worker: &WorkerRegistration) -> StoreResult<()>;
     /// Clears a declared-dead mark for a worker that turned out to be alive (only while running).
     async fn revive_worker(&self, worker_id: &str) -> StoreResult<()>;
+    /// Writes the worker's current phase into its row.
     async fn set_worker_phase(&self, worker_id: &str, phase: Phase) -> StoreResult<()>;
     /// Renews the worker row and the given leases together. Only these leases are renewed: a job
     /// the worker no longer holds (abandoned, or given up) must be left to expire and be rescued.
@@ -306,11 +337,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<HeartbeatReport>;
     /// Marks the worker stopped.
     async fn deregister_worker(&self, worker_id: &str) -> StoreResult<()>;
+    /// Every worker row, live or not.
     async fn list_workers(&self) -> StoreResult<Vec<WorkerRow>>;
     /// Writes a drain request for a live worker, found by id or name.
     async fn request_drain(&self, worker: &str, request: &DrainRequest) -> StoreResult<WorkerRow>;
 
+    /// Writes the record a shutdown leaves.
     async fn record_shutdown(&self, record: &ShutdownRecord) -> StoreResult<()>;
+    /// The latest shutdown records, at most `limit`, newest first.
     async fn list_shutdowns(&self, limit: i64) -> StoreResult<Vec<ShutdownRecord>>;
     /// How many times each job was completed (the at-most-once audit; test and audit use).
     async fn completion_counts(&self) -> StoreResult<Vec<(JobId, i64)>>;

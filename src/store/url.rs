@@ -8,9 +8,15 @@ use std::str::FromStr;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreUrl {
     /// An embedded SQLite file, created on first use.
-    Sqlite { path: PathBuf },
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
     /// A PostgreSQL database (the URL is kept whole for the driver).
-    Postgres { url: String },
+    Postgres {
+        /// The whole URL, password included.
+        url: String,
+    },
 }
 
 impl FromStr for StoreUrl {

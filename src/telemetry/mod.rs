@@ -1,9 +1,17 @@
 //! What a worker tells the outside: Prometheus metrics, logs and OpenTelemetry traces, and the
 //! typed events that write all three together.
 
+// Public for other layers and the tests, not part of the embedding surface.
+#[doc(hidden)]
 pub mod events;
+// Public for other layers and the tests, not part of the embedding surface.
+#[doc(hidden)]
 pub mod human;
+// Public for other layers and the tests, not part of the embedding surface.
+#[doc(hidden)]
 pub mod metrics;
 pub mod tracing;
 
+// Public for other layers and the tests, not part of the embedding surface.
+#[doc(hidden)]
 pub use self::metrics::Metrics;

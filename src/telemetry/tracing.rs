@@ -19,9 +19,12 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
 use tracing_subscriber::{EnvFilter, Layer as _};
 
+/// How log lines are written to stderr (`--log-format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
+    /// One human-readable line per event.
     Text,
+    /// One JSON object per line, with `trace_id` and `span_id` inside a traced span.
     Json,
 }
 

@@ -22,8 +22,11 @@ const PROTOCOL_ENV: [&str; 4] = [
 /// A validated `exec` payload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExecPayload {
+    /// The program and its arguments.
     pub cmd: Vec<String>,
+    /// Environment variables added to the child's.
     pub env: BTreeMap<String, String>,
+    /// The working directory (the worker's when None).
     pub cwd: Option<String>,
 }
 

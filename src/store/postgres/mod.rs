@@ -117,6 +117,7 @@ const RENEW_SQL: &str = "UPDATE jobs j SET lease_expires_at = now() + $2 * inter
     WHERE j.id = b.id AND j.lease_epoch = b.epoch AND j.owner = $1 AND j.lease_expires_at IS NOT NULL \
     RETURNING j.id, j.lease_epoch";
 
+/// The PostgreSQL backend, with LISTEN/NOTIFY for pushed events.
 pub struct PostgresStore {
     pool: PgPool,
     /// The hot statements' connections (claim, completion, hand-back, renewal), set up with

@@ -48,6 +48,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows per INSERT statement when submitting (SQLite allows 32766 bound parameters).
 const SUBMIT_ROWS_PER_STATEMENT: usize = 500;
 
+/// The embedded SQLite backend: one file, shared by every process that opens it (WAL).
 pub struct SqliteStore {
     /// One connection: this process's writes queue here instead of spinning on SQLite's lock.
     /// Borrowed through [`SqliteStore::write`] only, so a failed write never reuses it.
