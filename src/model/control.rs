@@ -53,7 +53,7 @@ wire_enum!(
 );
 
 /// One event of a job's journey.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct JobEvent {
     pub event: JobEventKind,
     pub at: DateTime<Utc>,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// One phase of a shutdown as it was lived.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PhaseSpan {
     pub phase: Phase,
     pub entered_at: DateTime<Utc>,
@@ -14,7 +14,7 @@ pub struct PhaseSpan {
 }
 
 /// The record every shutdown leaves in the store (SPEC §4).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ShutdownRecord {
     pub worker_id: String,
     pub worker_name: String,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// A request, written into the store, that a worker drain itself.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct DrainRequest {
     pub mode: Mode,
     pub reason: Option<String>,
@@ -29,7 +29,7 @@ pub struct WorkerRegistration {
 }
 
 /// A worker row (SPEC §3).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct WorkerRow {
     pub id: String,
     pub name: String,
