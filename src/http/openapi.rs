@@ -23,8 +23,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::sync::LazyLock;
 use utoipa::openapi::path::{HttpMethod, Operation};
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{RefOr, Response, ResponseBuilder, SecurityRequirement};
+use utoipa::openapi::{RefOr, Required, Response, ResponseBuilder, SecurityRequirement};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 #[derive(OpenApi)]
@@ -87,7 +88,8 @@ pub const CSRF: &str = "csrf";
 /// Tags whose operations anyone may call.
 const OPEN_TAGS: &[&str] = &["probes", "login", "assets"];
 
-/// Declares the security schemes and gives every operation its security and its 401/403 answers.
+/// Declares the security schemes and gives every operation its security and its 401/403 answers;
+/// makes each `Option<Body>` request body an optional body (see [`optional_body`]).
 struct Access;
 
 impl Modify for Access {
@@ -131,6 +133,7 @@ impl Modify for Access {
             ] {
                 if let Some(operation) = operation {
                     secure(method, operation);
+                    optional_body(operation);
                 }
             }
         }
@@ -168,6 +171,33 @@ fn secure(method: HttpMethod, operation: &mut Operation) {
         responses.entry("403".to_string()).or_insert_with(|| {
             error_response("A session request without its CSRF token, or with another one.")
         });
+    }
+}
+
+/// A handler that takes an empty body as all defaults declares `Option<Body>`, which utoipa writes
+/// as "Body or null": but no body is not a JSON `null` (the handler refuses that, and a form cannot
+/// say it). Such a body is made `Body`, and not required.
+fn optional_body(operation: &mut Operation) {
+    let Some(RefOr::T(body)) = operation.request_body.as_mut() else {
+        return;
+    };
+    let is_null = |schema: &RefOr<Schema>| {
+        matches!(schema, RefOr::T(Schema::Object(object))
+            if object.schema_type == SchemaType::Type(Type::Null))
+    };
+    let mut optional = false;
+    for content in body.content.values_mut() {
+        let RefOr::T(content) = content else { continue };
+        let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema else {
+            continue;
+        };
+        if one_of.items.len() == 2 && one_of.items.iter().any(is_null) {
+            content.schema = one_of.items.iter().find(|s| !is_null(s)).cloned();
+            optional = true;
+        }
+    }
+    if optional {
+        body.required = Some(Required::False);
     }
 }
 
@@ -321,6 +351,30 @@ mod tests {
         assert_eq!(
             Value::from(served),
             doc["components"]["schemas"]["InFlightState"]["enum"]
+        );
+    }
+
+    #[test]
+    fn an_optional_body_is_no_body_not_a_null_one() {
+        let doc = document();
+        for (path, method) in [
+            ("/drain", "post"),
+            ("/fleet/{worker}/drain", "post"),
+            ("/api/jobs/{id}/cancel", "post"),
+            ("/api/jobs/{id}/retry", "post"),
+        ] {
+            let body = &doc["paths"][path][method]["requestBody"];
+            assert_eq!(body["required"], false, "{method} {path}");
+            for (_, content) in body["content"].as_object().unwrap() {
+                assert!(
+                    content["schema"]["$ref"].is_string(),
+                    "{method} {path}: {content}"
+                );
+            }
+        }
+        assert_eq!(
+            doc["paths"]["/api/jobs"]["post"]["requestBody"]["required"],
+            true
         );
     }
 
