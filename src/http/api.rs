@@ -1,68 +1,112 @@
 //! The admin JSON API: `/api/status`, `POST /drain`, `POST /drain/cancel`.
 
-use super::{error, HttpState};
-use crate::lifecycle::{DrainAnswer, DrainOrder, Mode, Trigger};
+use super::openapi::InFlightJob;
+use super::{error, ErrorBody, HttpState};
+use crate::jobs::inflight::InFlightView;
+use crate::lifecycle::{DrainAnswer, DrainOrder, Mode, Status, Trigger};
+use crate::model::Task;
 use crate::text;
+use crate::worker::drain_cost::DrainForecast;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 /// Largest drain request body accepted.
 const MAX_BODY: usize = 16 * 1024;
+
+/// This worker now: the status JSON of `GET /api/status`, of each `/api/events` event, and of the
+/// answer to a drain or its cancel.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct WorkerStatus {
+    pub worker_id: String,
+    pub name: String,
+    /// The worker's version.
+    pub version: String,
+    /// Ready for work: in `running`, no essential task failed, the store reachable.
+    pub ready: bool,
+    /// The store answered the worker's last health check.
+    pub store_up: bool,
+    /// The essential task whose failure started an `internal` drain.
+    pub failed_task: Option<Task>,
+    /// The phase, the drain under way (trigger, mode, who, why, deadline) and the phases lived.
+    #[serde(flatten)]
+    pub status: Status,
+    /// The jobs this worker holds: running, parked at a checkpoint, or claimed ahead.
+    #[schema(value_type = Vec<InFlightJob>)]
+    pub in_flight: Vec<InFlightView>,
+    /// Jobs claimed ahead and waiting for a free slot.
+    pub held: usize,
+    /// What a drain started now would cost: `drain_eta_seconds`, `work_at_risk_seconds` and the
+    /// warning when a drain could outlast `--grace` (SPEC §10).
+    #[serde(flatten)]
+    pub forecast: DrainForecast,
+    /// The worker's clock when this was read.
+    pub now: DateTime<Utc>,
+}
 
 pub fn status_json(state: &HttpState) -> Value {
     status_json_of(state, &state.machine.status())
 }
 
 /// The status JSON for a given machine status (with the current jobs and readiness).
-pub fn status_json_of(state: &HttpState, status: &crate::lifecycle::Status) -> Value {
-    let ready = state.is_ready_in(status.phase);
-    let forecast = state.drain_times.forecast(&state.jobs);
-    json!({
-        "worker_id": state.worker_id,
-        "name": state.worker_name,
-        "version": env!("CARGO_PKG_VERSION"),
-        "phase": status.phase,
-        "ready": ready,
-        "store_up": state.health.is_up(),
-        "failed_task": state.machine.failed_task(),
-        "trigger": status.trigger,
-        "mode": status.mode,
-        "requested_by": status.requested_by,
-        "reason": status.reason,
-        "deadline": status.deadline,
-        "cancellable": status.cancellable,
-        "outcome": status.outcome,
-        "phases": status.phases,
-        "in_flight": state.jobs.views(),
-        "held": state.jobs.held(),
-        "drain_eta_seconds": forecast.drain_eta_seconds,
-        "work_at_risk_seconds": forecast.work_at_risk_seconds,
-        "drain_eta_unknown_jobs": forecast.drain_eta_unknown_jobs,
-        "drain_eta_worst_seconds": forecast.drain_eta_worst_seconds,
-        "drain_allowance_seconds": forecast.drain_allowance_seconds,
-        "drain_would_force": forecast.drain_would_force,
-        "now": chrono::Utc::now(),
-    })
+pub fn status_json_of(state: &HttpState, status: &Status) -> Value {
+    serde_json::to_value(worker_status(state, status)).unwrap_or_default()
 }
 
-pub async fn status(State(state): State<Arc<HttpState>>) -> Json<Value> {
-    Json(status_json(&state))
+/// The status for a given machine status (with the current jobs and readiness).
+pub fn worker_status(state: &HttpState, status: &Status) -> WorkerStatus {
+    WorkerStatus {
+        worker_id: state.worker_id.clone(),
+        name: state.worker_name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        ready: state.is_ready_in(status.phase),
+        store_up: state.health.is_up(),
+        failed_task: state.machine.failed_task(),
+        status: status.clone(),
+        in_flight: state.jobs.views(),
+        held: state.jobs.held(),
+        forecast: state.drain_times.forecast(&state.jobs),
+        now: Utc::now(),
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// This worker's status: its phase, the drain under way, its jobs.
+#[utoipa::path(
+    get,
+    path = "/api/status",
+    operation_id = "get_status",
+    tag = "worker",
+    responses((status = 200, description = "This worker now.", body = WorkerStatus))
+)]
+pub async fn status(State(state): State<Arc<HttpState>>) -> Json<WorkerStatus> {
+    Json(worker_status(&state, &state.machine.status()))
+}
+
+/// A drain request: `POST /drain` (this worker) or `POST /fleet/{worker}/drain` (another), as
+/// JSON or a form; every field is optional, and an empty body drains in `handoff` mode.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DrainBody {
+    /// `handoff` (checkpoint and hand jobs back now, the default) or `finish` (let them complete
+    /// within the grace period).
+    #[schema(value_type = Option<Mode>, nullable = false)]
     pub mode: Option<String>,
+    /// Why, recorded in the shutdown record: one line of at most 500 bytes (UTF-8).
+    #[schema(nullable = false)]
     pub reason: Option<String>,
+    /// Who asked, one line of at most 200 bytes [default: the client's address].
+    #[schema(nullable = false)]
     pub requested_by: Option<String>,
-    /// A form's CSRF token: checked by the auth layer before the handler runs.
+    /// A form's CSRF token (browsers): checked by the auth layer before the handler runs.
     #[serde(default, rename = "csrf")]
+    #[schema(nullable = false)]
     _csrf: Option<String>,
 }
 
@@ -145,7 +189,30 @@ pub(super) fn peer(request: &Request) -> Option<String> {
         .map(|info| info.0.to_string())
 }
 
-/// Starts this worker's drain; the answer is the status JSON.
+/// Starts this worker's drain.
+///
+/// 202 with the status when it started one, 200 when a drain was already under way; a form post
+/// (the worker page) is sent back to `/` instead.
+#[utoipa::path(
+    post,
+    path = "/drain",
+    operation_id = "drain",
+    tag = "worker",
+    request_body(
+        description = "Optional: an empty body drains in handoff mode.",
+        content(
+            (Option<DrainBody> = "application/json"),
+            (Option<DrainBody> = "application/x-www-form-urlencoded")
+        )
+    ),
+    responses(
+        (status = 202, description = "The drain started.", body = WorkerStatus),
+        (status = 200, description = "A drain was already under way.", body = WorkerStatus),
+        (status = 303, description = "A form post: back to the worker page `/`."),
+        (status = 400, description = "A malformed body, an unknown mode, or a reason or name that is not one line.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 16 KiB.", body = ErrorBody),
+    )
+)]
 pub async fn drain(State(state): State<Arc<HttpState>>, request: Request) -> Response {
     let peer = peer(&request);
     let (content_type, body) = match read_body(request).await {
@@ -204,6 +271,18 @@ pub(super) async fn start_drain(
     }
 }
 
+/// Cancels this worker's drain: one started over HTTP or through the store, still in `draining`.
+#[utoipa::path(
+    post,
+    path = "/drain/cancel",
+    operation_id = "cancel_drain",
+    tag = "worker",
+    responses(
+        (status = 200, description = "Cancelled: the worker is `running` again.", body = WorkerStatus),
+        (status = 303, description = "A form post: back to the worker page `/`."),
+        (status = 409, description = "Nothing to cancel: no drain, a signal's or an internal one, or past `draining`.", body = ErrorBody),
+    )
+)]
 pub async fn cancel_drain(State(state): State<Arc<HttpState>>, request: Request) -> Response {
     let from_page = request
         .headers()

@@ -3,6 +3,14 @@
 use axum::http::header;
 use axum::response::IntoResponse;
 
+/// The admin pages' stylesheet.
+#[utoipa::path(
+    get,
+    path = "/static/admin.css",
+    operation_id = "admin_css",
+    tag = "assets",
+    responses((status = 200, description = "The stylesheet.", body = String, content_type = "text/css"))
+)]
 pub async fn css() -> impl IntoResponse {
     (
         [
@@ -13,6 +21,14 @@ pub async fn css() -> impl IntoResponse {
     )
 }
 
+/// The admin pages' script.
+#[utoipa::path(
+    get,
+    path = "/static/admin.js",
+    operation_id = "admin_js",
+    tag = "assets",
+    responses((status = 200, description = "The script.", body = String, content_type = "application/javascript"))
+)]
 pub async fn js() -> impl IntoResponse {
     (
         [

@@ -78,6 +78,20 @@ impl Follow {
     }
 }
 
+/// Server-Sent Events: `status` events, each the `/api/status` JSON ([`WorkerStatus`]) — the
+/// current status at connect, one per phase change, and job updates at most ten a second. The
+/// stream ends after the `stopped` status.
+///
+/// [`WorkerStatus`]: super::api::WorkerStatus
+#[utoipa::path(
+    get,
+    path = "/api/events",
+    operation_id = "follow_events",
+    tag = "worker",
+    responses(
+        (status = 200, description = "An endless `text/event-stream`: `event: status`, `data:` a WorkerStatus as JSON on one line.", body = String, content_type = "text/event-stream"),
+    )
+)]
 pub async fn events(
     State(state): State<Arc<HttpState>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -2,17 +2,19 @@
 //! draining another worker through the store.
 
 use super::api::{drain_mode_and_reason, is_form, parse_body, peer, read_body, DrainBody};
-use super::{error, HttpState};
+use super::{error, ErrorBody, HttpState};
 use crate::jobs::validate_kind;
+use crate::model::{Job, JobId, ShutdownRecord, WorkerRow};
 use crate::store::{DrainRequest, JobFilter, JobStatus, NewJob, StoreError, DEFAULT_MAX_ATTEMPTS};
 use crate::text;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 
 /// Jobs listed per call unless `limit` says otherwise (at most `MAX_LIST`).
 const DEFAULT_LIST: i64 = 100;
@@ -43,6 +45,18 @@ fn list_limit(limit: Option<i64>, default: i64) -> Result<i64, String> {
     }
 }
 
+/// Every worker in the store, live or stopped, with any drain request waiting for it.
+#[utoipa::path(
+    get,
+    path = "/api/workers",
+    operation_id = "list_workers",
+    tag = "fleet",
+    responses(
+        (status = 200, description = "The worker rows.", body = Vec<WorkerRow>),
+        (status = 500, description = "The store failed in a way an operator must look at.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn workers(State(state): State<Arc<HttpState>>) -> Response {
     match state.store.list_workers().await {
         Ok(workers) => Json(workers).into_response(),
@@ -50,12 +64,29 @@ pub async fn workers(State(state): State<Arc<HttpState>>) -> Response {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ShutdownQuery {
+    /// At most this many records, newest first [default: 50].
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
+/// The records shutdowns left (SPEC §4), newest first.
+#[utoipa::path(
+    get,
+    path = "/api/shutdowns",
+    operation_id = "list_shutdowns",
+    tag = "fleet",
+    params(ShutdownQuery),
+    responses(
+        (status = 200, description = "The shutdown records.", body = Vec<ShutdownRecord>),
+        (status = 400, description = "A limit outside 1..=1000, or an unknown parameter.", body = ErrorBody),
+        (status = 500, description = "The store failed in a way an operator must look at.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn shutdowns(
     State(state): State<Arc<HttpState>>,
     Query(query): Query<ShutdownQuery>,
@@ -70,13 +101,32 @@ pub async fn shutdowns(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct JobsQuery {
+    /// Only jobs with this status.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
+    /// At most this many jobs [default: 100].
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
+/// Jobs in the store, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    operation_id = "list_jobs",
+    tag = "jobs",
+    params(JobsQuery),
+    responses(
+        (status = 200, description = "The jobs.", body = Vec<Job>),
+        (status = 400, description = "An unknown status, a limit outside 1..=1000, or an unknown parameter.", body = ErrorBody),
+        (status = 500, description = "The store failed in a way an operator must look at.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn jobs(State(state): State<Arc<HttpState>>, Query(query): Query<JobsQuery>) -> Response {
     let status = match query
         .status
@@ -104,18 +154,54 @@ pub async fn jobs(State(state): State<Arc<HttpState>>, Query(query): Query<JobsQ
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Jobs to submit: `count` copies of one job.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"kind": "noop", "payload": {}, "priority": 0, "count": 1}))]
 pub struct SubmitBody {
+    /// The job kind: `demo`, `noop`, `exec`, or a kind some worker of this store registers.
+    #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     kind: Option<String>,
+    /// The job's input, checked by its kind's handler when this worker runs that kind
+    /// [default: `{}`]. No string in it may hold a control character other than tab, newline and
+    /// carriage return.
     payload: Option<Value>,
+    /// Attempts before a failing job becomes `dead` [default: 5].
+    #[schema(minimum = 1, maximum = 1000, nullable = false)]
     max_attempts: Option<i32>,
+    /// Higher runs first [default: 0].
+    #[schema(nullable = false)]
     priority: Option<i32>,
+    /// Copies to submit [default: 1].
+    #[schema(minimum = 1, maximum = 10000, nullable = false)]
     count: Option<u32>,
+    /// Submit a kind that no worker of this store serves yet.
+    #[schema(nullable = false)]
     allow_unknown_kind: Option<bool>,
 }
 
+/// The ids of the jobs a submit created, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Submitted {
+    pub ids: Vec<JobId>,
+}
+
 /// Submits jobs: `{"kind", "payload", "max_attempts", "priority", "count"}` → 201 `{"ids": [...]}`.
+#[utoipa::path(
+    post,
+    path = "/api/jobs",
+    operation_id = "submit_jobs",
+    tag = "jobs",
+    request_body(content = SubmitBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Submitted.", body = Submitted),
+        (status = 400, description = "A malformed body, a missing or invalid kind, a payload its handler refuses, or a number out of range.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 16 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not application/json.", body = ErrorBody),
+        (status = 500, description = "The store failed in a way an operator must look at.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn submit(State(state): State<Arc<HttpState>>, request: Request) -> Response {
     let (content_type, body) = match read_body(request).await {
         Ok(read) => read,
@@ -183,12 +269,39 @@ pub async fn submit(State(state): State<Arc<HttpState>>, request: Request) -> Re
     };
     let jobs = vec![job; count as usize];
     match state.store.submit(&jobs).await {
-        Ok(ids) => (StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response(),
+        Ok(ids) => (StatusCode::CREATED, Json(Submitted { ids })).into_response(),
         Err(err) => store_error(err),
     }
 }
 
 /// Asks another worker (by id or name) to drain, through the store; 202 with its worker row.
+///
+/// The worker takes the request with its next heartbeat. A form post (the fleet page) is sent
+/// back to `/fleet` instead.
+#[utoipa::path(
+    post,
+    path = "/fleet/{worker}/drain",
+    operation_id = "drain_worker",
+    tag = "fleet",
+    params(("worker" = String, Path, description = "The worker's id or name.")),
+    request_body(
+        description = "Optional: an empty body drains in handoff mode.",
+        content(
+            (Option<DrainBody> = "application/json"),
+            (Option<DrainBody> = "application/x-www-form-urlencoded")
+        )
+    ),
+    responses(
+        (status = 202, description = "Requested: the worker's row, with its drain request.", body = WorkerRow),
+        (status = 303, description = "A form post: back to the fleet page `/fleet`."),
+        (status = 400, description = "A malformed body, an unknown mode, or a name or reason that is not one line.", body = ErrorBody),
+        (status = 404, description = "No such worker.", body = ErrorBody),
+        (status = 409, description = "The worker has stopped, or the name is that of more than one live worker.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 16 KiB.", body = ErrorBody),
+        (status = 500, description = "The store failed in a way an operator must look at.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn drain_other(
     State(state): State<Arc<HttpState>>,
     Path(worker): Path<String>,

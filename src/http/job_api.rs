@@ -3,16 +3,16 @@
 
 use super::api::{is_form, parse_body, read_body};
 use super::fleet_api::store_error;
-use super::{error, HttpState};
-use crate::model::{CancelOutcome, Job, JobEvent, RetryOutcome};
+use super::{error, ErrorBody, HttpState};
+use crate::model::{CancelOutcome, Job, JobEvent, JobStatus, RetryOutcome};
 use crate::store::{journey, JobId, SharedStore, StoreError};
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 /// Shutdown records searched for the ones a job's hand-backs belong to.
 const SHUTDOWNS_SEARCHED: i64 = 1000;
@@ -39,29 +39,78 @@ pub(super) async fn job_with_journey(
     Ok(Some((job, events)))
 }
 
+/// A job with its whole journey: the job's fields, and `events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobJourney {
+    #[serde(flatten)]
+    pub job: Job,
+    /// Every step of its journey, oldest first.
+    pub events: Vec<JobEvent>,
+}
+
+/// One job and its whole journey: submitted, claimed, released, rescued, failed, completed,
+/// cancelled, retried.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}",
+    operation_id = "get_job",
+    tag = "jobs",
+    params(("id" = i64, Path, minimum = 1, example = 1, description = "The job id.")),
+    responses(
+        (status = 200, description = "The job and its journey.", body = JobJourney),
+        (status = 400, description = "The id is not a positive integer.", body = ErrorBody),
+        (status = 404, description = "No such job.", body = ErrorBody),
+        (status = 500, description = "The store failed in a way an operator must look at.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn job(State(state): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
     let id = match job_id(&id) {
         Ok(id) => id,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     match job_with_journey(&state.store, id).await {
-        Ok(Some((job, events))) => {
-            let mut body = serde_json::to_value(&job).unwrap_or_default();
-            body["events"] = json!(events);
-            Json(body).into_response()
-        }
+        Ok(Some((job, events))) => Json(JobJourney { job, events }).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("job {id} not found")),
         Err(err) => store_error(err),
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The optional body of a cancel or a retry (JSON, or the job page's form).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlBody {
+    /// Retry only: drop the checkpoint and start over [default: false]. A cancel refuses it.
+    #[schema(nullable = false)]
     from_scratch: Option<bool>,
-    /// A form's CSRF token: checked by the auth layer before the handler runs.
+    /// A form's CSRF token (browsers): checked by the auth layer before the handler runs.
     #[serde(default, rename = "csrf")]
+    #[schema(nullable = false)]
     _csrf: Option<String>,
+}
+
+/// What a cancel did: `cancelled` at once (200), or `running` with its owner asked to stop it (202).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cancelled {
+    pub id: JobId,
+    /// `cancelled`, or `running` while its owner stops it.
+    pub status: JobStatus,
+    /// Set (true) when its owner was asked to stop it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<bool>,
+    /// The worker running it, when that worker was asked to stop it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// What a retry did: the job is `pending` again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Retried {
+    pub id: JobId,
+    /// `pending`.
+    pub status: JobStatus,
+    /// Its checkpoint was dropped: it starts over.
+    pub from_scratch: bool,
 }
 
 /// The job id of a cancel or retry, whether it came from the job page's form, and its optional
@@ -79,6 +128,31 @@ async fn control_request(
 
 /// `POST /api/jobs/{id}/cancel`: 200 when cancelled, 202 when its worker was asked to stop it,
 /// 409 when already finished, 404 when there is no such job.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/cancel",
+    operation_id = "cancel_job",
+    tag = "jobs",
+    params(("id" = i64, Path, minimum = 1, example = 1, description = "The job id.")),
+    request_body(
+        description = "Optional, and empty for a cancel (a form carries its CSRF token).",
+        content(
+            (Option<ControlBody> = "application/json"),
+            (Option<ControlBody> = "application/x-www-form-urlencoded")
+        )
+    ),
+    responses(
+        (status = 200, description = "It was pending or failed: it is cancelled now.", body = Cancelled),
+        (status = 202, description = "It is running: its owner was told and will stop it and write `cancelled`.", body = Cancelled),
+        (status = 303, description = "A form post: back to the job's page `/jobs/{id}`."),
+        (status = 400, description = "The id is not a positive integer, a malformed body, or `from_scratch` given.", body = ErrorBody),
+        (status = 404, description = "No such job.", body = ErrorBody),
+        (status = 409, description = "Already finished: completed, dead or cancelled.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 16 KiB.", body = ErrorBody),
+        (status = 500, description = "The store failed in a way an operator must look at.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<Arc<HttpState>>,
     Path(id): Path<String>,
@@ -99,10 +173,23 @@ pub async fn cancel(
         Err(err) => return store_error(err),
     };
     let (status, answer) = match outcome {
-        CancelOutcome::Cancelled => (StatusCode::OK, json!({"id": id, "status": "cancelled"})),
+        CancelOutcome::Cancelled => (
+            StatusCode::OK,
+            Cancelled {
+                id,
+                status: JobStatus::Cancelled,
+                cancel_requested: None,
+                owner: None,
+            },
+        ),
         CancelOutcome::Requested { owner } => (
             StatusCode::ACCEPTED,
-            json!({"id": id, "status": "running", "cancel_requested": true, "owner": owner}),
+            Cancelled {
+                id,
+                status: JobStatus::Running,
+                cancel_requested: Some(true),
+                owner: Some(owner),
+            },
         ),
         CancelOutcome::Finished(status) => {
             return error(
@@ -122,6 +209,30 @@ pub async fn cancel(
 
 /// `POST /api/jobs/{id}/retry` (`{"from_scratch": true}` drops the checkpoint): 200, 409 when
 /// the job is not dead, failed or cancelled, 404 when there is no such job.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/retry",
+    operation_id = "retry_job",
+    tag = "jobs",
+    params(("id" = i64, Path, minimum = 1, example = 1, description = "The job id.")),
+    request_body(
+        description = "Optional: an empty body resumes from the checkpoint.",
+        content(
+            (Option<ControlBody> = "application/json"),
+            (Option<ControlBody> = "application/x-www-form-urlencoded")
+        )
+    ),
+    responses(
+        (status = 200, description = "Back to pending, its attempts reset.", body = Retried),
+        (status = 303, description = "A form post: back to the job's page `/jobs/{id}`."),
+        (status = 400, description = "The id is not a positive integer, or a malformed body.", body = ErrorBody),
+        (status = 404, description = "No such job.", body = ErrorBody),
+        (status = 409, description = "Not dead, failed or cancelled: nothing to retry.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 16 KiB.", body = ErrorBody),
+        (status = 500, description = "The store failed in a way an operator must look at.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn retry(
     State(state): State<Arc<HttpState>>,
     Path(id): Path<String>,
@@ -138,10 +249,12 @@ pub async fn retry(
     };
     match outcome {
         RetryOutcome::Retried if form => Redirect::to(&format!("/jobs/{id}")).into_response(),
-        RetryOutcome::Retried => {
-            Json(json!({"id": id, "status": "pending", "from_scratch": from_scratch}))
-                .into_response()
-        }
+        RetryOutcome::Retried => Json(Retried {
+            id,
+            status: JobStatus::Pending,
+            from_scratch,
+        })
+        .into_response(),
         RetryOutcome::Refused(status) => error(
             StatusCode::CONFLICT,
             format!("job {id} is {status}; only dead, failed and cancelled jobs can be retried"),
@@ -153,8 +266,38 @@ pub async fn retry(
 /// Jobs one bulk action may name.
 const MAX_BULK: usize = 1000;
 
+/// The jobs page's bulk form, as [`bulk`] reads it field by field (`ids` repeats).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct BulkForm {
+    /// `cancel` or `retry`.
+    #[schema(pattern = "^(cancel|retry)$")]
+    action: String,
+    /// The selected jobs: one `ids` field each, 1 to 1000 of them.
+    #[schema(min_items = 1, max_items = 1000)]
+    ids: Vec<JobId>,
+    /// The session's CSRF token (browsers).
+    #[schema(nullable = false)]
+    csrf: Option<String>,
+}
+
 /// `POST /jobs/bulk` (the jobs page's form): `action` = `cancel` or `retry`, `ids` = each selected
 /// job; back to the jobs page saying how many were done and how many refused.
+#[utoipa::path(
+    post,
+    path = "/jobs/bulk",
+    operation_id = "bulk_jobs_form",
+    tag = "pages",
+    request_body(content = BulkForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Done: back to `/jobs?bulk=ACTION&done=N&refused=M`."),
+        (status = 400, description = "A malformed form, no job or more than 1000, an id that is not a positive integer, an unknown field or action.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 16 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not a form.", body = ErrorBody),
+        (status = 500, description = "The store failed in a way an operator must look at.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn bulk(State(state): State<Arc<HttpState>>, request: Request) -> Response {
     let (content_type, body) = match read_body(request).await {
         Ok(read) => read,

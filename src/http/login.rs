@@ -13,9 +13,17 @@ use axum::{Extension, Form};
 use serde::Deserialize;
 use std::sync::Arc;
 
-#[derive(Debug, Default, Deserialize)]
+/// A login: the form's fields, or the query of the login URL a worker logs.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LoginInput {
+    /// The admin token; without it the login page is shown.
+    #[schema(nullable = false)]
+    #[param(nullable = false)]
     token: Option<String>,
+    /// Where to go after logging in: a path on this site [default: `/`].
+    #[schema(nullable = false)]
+    #[param(nullable = false)]
     next: Option<String>,
 }
 
@@ -101,6 +109,20 @@ fn login(state: &HttpState, input: LoginInput) -> Response {
     }
 }
 
+/// The login page; with `?token=` (the login URL a worker logs) it logs the browser in.
+#[utoipa::path(
+    get,
+    path = "/login",
+    operation_id = "login_page",
+    tag = "login",
+    params(LoginInput),
+    responses(
+        (status = 200, description = "The login form.", body = String, content_type = "text/html"),
+        (status = 303, description = "Logged in: a session cookie (`Set-Cookie: handover_session=...; HttpOnly; SameSite=Strict`), and on to `next`."),
+        (status = 400, description = "A malformed query.", body = super::ErrorBody),
+        (status = 401, description = "Not this worker's admin token: the login form again, saying so.", body = String, content_type = "text/html"),
+    )
+)]
 pub async fn form(
     State(state): State<Arc<HttpState>>,
     input: Result<Query<LoginInput>, QueryRejection>,
@@ -112,6 +134,21 @@ pub async fn form(
 }
 
 /// `POST /login`; the router caps its body at [`MAX_FORM`].
+#[utoipa::path(
+    post,
+    path = "/login",
+    operation_id = "login",
+    tag = "login",
+    request_body(content = LoginInput, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "No token given: the login form.", body = String, content_type = "text/html"),
+        (status = 303, description = "Logged in: a session cookie (`Set-Cookie: handover_session=...; HttpOnly; SameSite=Strict`), and on to `next`."),
+        (status = 400, description = "A malformed form.", body = super::ErrorBody),
+        (status = 401, description = "Not this worker's admin token: the login form again, saying so.", body = String, content_type = "text/html"),
+        (status = 413, description = "The form is larger than 16 KiB.", body = super::ErrorBody),
+        (status = 415, description = "The body is not a form.", body = super::ErrorBody),
+    )
+)]
 pub async fn submit(
     State(state): State<Arc<HttpState>>,
     input: Result<Form<LoginInput>, FormRejection>,
@@ -126,6 +163,14 @@ pub async fn submit(
     }
 }
 
+/// Ends the caller's session (a bearer caller has none) and clears its cookie.
+#[utoipa::path(
+    post,
+    path = "/logout",
+    operation_id = "logout",
+    tag = "login",
+    responses((status = 303, description = "Logged out: on to `/login`, the cookie cleared."))
+)]
 pub async fn logout(
     State(state): State<Arc<HttpState>>,
     Extension(caller): Extension<Caller>,

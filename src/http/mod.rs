@@ -8,6 +8,7 @@ mod events;
 mod fleet_api;
 mod job_api;
 mod login;
+pub mod openapi;
 mod pages;
 mod probes;
 mod rolling_api;
@@ -87,6 +88,16 @@ async fn security_headers(
     response
 }
 
+/// Every route, and who may call it.
+///
+/// Every route is described in `GET /api/openapi.json` (see [`openapi`]): `tests/openapi.rs` reads
+/// the `.route(..)` calls below and fails on any path or method the document leaves out. To add
+/// a route:
+/// 1. annotate its handler with `#[utoipa::path(METHOD, path = "...", ...)]` (copy the one on a
+///    handler like it, e.g. `fleet_api::workers` for an admin GET, `job_api::cancel` for an admin
+///    POST: security, request body, every status it answers with its body type);
+/// 2. add the handler to `paths(..)` in `src/http/openapi.rs` (one line);
+/// 3. derive `utoipa::ToSchema` on any new type its JSON uses.
 pub fn router(state: Arc<HttpState>) -> Router {
     let pages = Router::new()
         .route("/", get(pages::worker))
@@ -114,6 +125,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/api/jobs/{id}", get(job_api::job))
         .route("/api/jobs/{id}/cancel", post(job_api::cancel))
         .route("/api/jobs/{id}/retry", post(job_api::retry))
+        .route("/api/openapi.json", get(openapi::document))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
@@ -196,7 +208,20 @@ async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such page")
 }
 
+/// The body of every JSON error (4xx and 5xx) the API answers.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, in one line for a person.
+    pub error: String,
+}
+
 /// A JSON error body: `{"error": "..."}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+    (
+        status,
+        Json(ErrorBody {
+            error: message.into(),
+        }),
+    )
+        .into_response()
 }

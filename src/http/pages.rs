@@ -5,7 +5,7 @@ use super::api::status_json;
 use super::auth::Caller;
 use super::fleet_api::store_error;
 use super::views::{self, Chrome, FleetPage, JobPage, JobsPage, WorkerPage};
-use super::{error, HttpState};
+use super::{error, ErrorBody, HttpState};
 use crate::store::{JobPageQuery, JobStatus};
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -41,6 +41,18 @@ fn render(template: impl Template) -> Response {
     }
 }
 
+/// This worker's page: phase timeline, deadline countdown, in-flight jobs, drain and cancel.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "worker_page",
+    tag = "pages",
+    responses(
+        (status = 200, description = "The page.", body = String, content_type = "text/html"),
+        (status = 303, description = "Not logged in: on to `/login?next=...`."),
+        (status = 500, description = "The page could not be rendered.", body = ErrorBody),
+    )
+)]
 pub async fn worker(
     State(state): State<Arc<HttpState>>,
     Extension(caller): Extension<Caller>,
@@ -61,6 +73,19 @@ pub async fn worker(
     })
 }
 
+/// The fleet page: every worker in the store, per-worker drain, recent shutdown records.
+#[utoipa::path(
+    get,
+    path = "/fleet",
+    operation_id = "fleet_page",
+    tag = "pages",
+    responses(
+        (status = 200, description = "The page.", body = String, content_type = "text/html"),
+        (status = 303, description = "Not logged in: on to `/login?next=...`."),
+        (status = 500, description = "The store failed, or the page could not be rendered.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn fleet(
     State(state): State<Arc<HttpState>>,
     Extension(caller): Extension<Caller>,
@@ -95,23 +120,46 @@ pub async fn fleet(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct JobsQuery {
+    /// Only jobs with this status (`all` or empty: every status).
     status: Option<String>,
+    /// Only jobs of this kind.
     kind: Option<String>,
     /// Keyset pagination: show jobs with a smaller id.
+    #[param(value_type = Option<i64>, minimum = 1)]
     before: Option<String>,
+    /// Jobs per page [default: 200].
+    #[param(minimum = 1, maximum = 2000)]
     limit: Option<i64>,
     /// "Find by id": go to that job's page.
+    #[param(value_type = Option<i64>, minimum = 1)]
     id: Option<String>,
     /// What a bulk action did (shown once, after its redirect).
     bulk: Option<String>,
+    /// How many jobs the bulk action did.
     done: Option<u32>,
+    /// How many jobs the bulk action refused.
     refused: Option<u32>,
 }
 
 /// `/jobs`: jobs newest first, by status and kind, a page at a time, with bulk cancel and retry.
+#[utoipa::path(
+    get,
+    path = "/jobs",
+    operation_id = "jobs_page",
+    tag = "pages",
+    params(JobsQuery),
+    responses(
+        (status = 200, description = "The page.", body = String, content_type = "text/html"),
+        (status = 303, description = "Find by id: on to `/jobs/{id}`; or not logged in: on to `/login?next=...`."),
+        (status = 400, description = "An unknown status, an invalid kind, id or `before`, a limit out of range, or an unknown parameter.", body = ErrorBody),
+        (status = 500, description = "The store failed, or the page could not be rendered.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn jobs(
     State(state): State<Arc<HttpState>>,
     Extension(caller): Extension<Caller>,
@@ -232,6 +280,21 @@ pub async fn jobs(
 }
 
 /// `/jobs/{id}`: one job, its data and its whole journey, with cancel and retry.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}",
+    operation_id = "job_page",
+    tag = "pages",
+    params(("id" = i64, Path, minimum = 1, example = 1, description = "The job id.")),
+    responses(
+        (status = 200, description = "The page.", body = String, content_type = "text/html"),
+        (status = 303, description = "Not logged in: on to `/login?next=...`."),
+        (status = 400, description = "The id is not a positive integer.", body = ErrorBody),
+        (status = 404, description = "No such job.", body = ErrorBody),
+        (status = 500, description = "The store failed, or the page could not be rendered.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn job(
     State(state): State<Arc<HttpState>>,
     Extension(caller): Extension<Caller>,

@@ -1,17 +1,47 @@
 //! `/livez`, `/readyz` and `/metrics`: open to anyone, never blocked by the store or a drain.
 
 use super::HttpState;
+use crate::model::Phase;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 use std::sync::Arc;
+use utoipa::ToSchema;
 
+/// Liveness: 200 while the process is responsive, draining included.
+#[utoipa::path(
+    get,
+    path = "/livez",
+    operation_id = "livez",
+    tag = "probes",
+    responses((status = 200, description = "`ok`.", body = String, content_type = "text/plain"))
+)]
 pub async fn livez() -> &'static str {
     "ok\n"
 }
 
+/// The body of `/readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// In `running`, no essential task failed, and the store reachable.
+    pub ready: bool,
+    pub phase: Phase,
+    pub store_up: bool,
+}
+
+/// Readiness: 200 in `running` with the store reachable, else 503; the body names the phase.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Ready for work.", body = Readiness),
+        (status = 503, description = "Not ready: starting, draining, an essential task failed, or the store is down.", body = Readiness),
+    )
+)]
 pub async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     let phase = state.machine.phase();
     let store_up = state.health.is_up();
@@ -23,11 +53,23 @@ pub async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     };
     (
         code,
-        Json(json!({ "ready": ready, "phase": phase, "store_up": store_up })),
+        Json(Readiness {
+            ready,
+            phase,
+            store_up,
+        }),
     )
         .into_response()
 }
 
+/// Prometheus metrics, text format 0.0.4 (SPEC §8).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "probes",
+    responses((status = 200, description = "Every metric of this worker.", body = String, content_type = "text/plain; version=0.0.4"))
+)]
 pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     // Computed at scrape time, so the gauge can never disagree with /readyz.
     state.metrics.ready.set(i64::from(state.is_ready()));

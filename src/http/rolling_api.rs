@@ -3,40 +3,95 @@
 
 use super::api::{check_drain_fields, is_form, parse_body, peer, read_body};
 use super::fleet_api::{drain_request, store_error};
-use super::{error, HttpState};
-use crate::model::Mode;
+use super::{error, ErrorBody, HttpState};
+use crate::model::{Mode, QueuedDrain};
 use crate::store::DrainQueued;
 use crate::text;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 /// The largest budget accepted (the CLI's bound too).
 const MAX_DRAINING: u32 = 10_000;
 
-#[derive(Debug, Default, Deserialize)]
+/// A rolling drain: which workers, how many out at once, and the drain's mode and reason.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RollingDrainBody {
     /// Worker ids or names; none means every live worker not already out.
     #[serde(default)]
     workers: Vec<String>,
-    /// At most this many out at once (default 1).
+    /// At most this many workers out (draining, or asked to) at once [default 1].
+    #[schema(minimum = 1, maximum = 10000, nullable = false)]
     max_draining: Option<u32>,
+    /// `handoff` (the default) or `finish`.
+    #[schema(value_type = Option<Mode>, nullable = false)]
     mode: Option<String>,
+    /// Why, recorded in each shutdown record: one line of at most 500 bytes.
+    #[schema(nullable = false)]
     reason: Option<String>,
+    /// Who asked, one line of at most 200 bytes [default: the client's address].
+    #[schema(nullable = false)]
     requested_by: Option<String>,
-    /// A form's CSRF token: checked by the auth layer before the handler runs.
+    /// A form's CSRF token (browsers): checked by the auth layer before the handler runs.
     #[serde(default, rename = "csrf")]
+    #[schema(nullable = false)]
     _csrf: Option<String>,
 }
 
-/// `POST /fleet/drain`: `{"workers"?, "max_draining"?, "mode"?, "reason"?, "requested_by"?}` →
-/// 202 `{"max_draining", "workers": [{"worker_id", "name", "state"}]}` with `state` one of
-/// `started`, `queued`, `already_out`; a form is redirected to the fleet page.
+/// What a rolling drain did for each worker.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RollingDrainAnswer {
+    /// The budget the requests were queued with.
+    pub max_draining: u32,
+    pub workers: Vec<RollingDrainWorker>,
+}
+
+/// One worker of a rolling drain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RollingDrainWorker {
+    pub worker_id: String,
+    pub name: Option<String>,
+    /// `started` (asked now), `queued` (waiting for the budget) or `already_out`.
+    pub state: DrainQueued,
+}
+
+/// A queued drain request taken back.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Withdrawn {
+    pub worker_id: String,
+    pub withdrawn: bool,
+}
+
+/// A rolling drain: the workers named (or every live one not already out) are asked to drain
+/// with at most `max_draining` out at once, the budget kept in the store; the others wait queued.
+#[utoipa::path(
+    post,
+    path = "/fleet/drain",
+    operation_id = "drain_fleet",
+    tag = "fleet",
+    request_body(
+        description = "Optional: an empty body drains every live worker, one at a time, in handoff mode.",
+        content(
+            (Option<RollingDrainBody> = "application/json"),
+            (Option<RollingDrainBody> = "application/x-www-form-urlencoded")
+        )
+    ),
+    responses(
+        (status = 202, description = "What became of each worker.", body = RollingDrainAnswer),
+        (status = 303, description = "A form post: back to the fleet page `/fleet`."),
+        (status = 400, description = "A malformed body, a budget outside 1..=10000, an unknown mode, or a name or reason that is not one line.", body = ErrorBody),
+        (status = 404, description = "No such worker.", body = ErrorBody),
+        (status = 409, description = "A named worker has stopped, or the name is that of more than one live worker.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 16 KiB.", body = ErrorBody),
+        (status = 500, description = "The store failed in a way an operator must look at.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn drain_all(State(state): State<Arc<HttpState>>, request: Request) -> Response {
     let peer = peer(&request);
     let (content_type, body) = match read_body(request).await {
@@ -87,27 +142,41 @@ pub async fn drain_all(State(state): State<Arc<HttpState>>, request: Request) ->
     if is_form(&content_type) {
         return Redirect::to("/fleet").into_response();
     }
-    let workers: Vec<_> = answers
-        .iter()
-        .map(|(id, answer)| {
-            let name = targets.iter().find(|t| t.id == *id).map(|t| t.name.clone());
-            let state = match answer {
-                DrainQueued::Started => "started",
-                DrainQueued::Queued => "queued",
-                DrainQueued::AlreadyOut => "already_out",
-            };
-            json!({"worker_id": id, "name": name, "state": state})
+    let workers = answers
+        .into_iter()
+        .map(|(worker_id, state)| RollingDrainWorker {
+            name: targets
+                .iter()
+                .find(|t| t.id == worker_id)
+                .map(|t| t.name.clone()),
+            worker_id,
+            state,
         })
         .collect();
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({"max_draining": max_draining, "workers": workers})),
-    )
-        .into_response()
+    let answer = RollingDrainAnswer {
+        max_draining,
+        workers,
+    };
+    (StatusCode::ACCEPTED, Json(answer)).into_response()
 }
 
-/// `POST /fleet/{worker}/drain/cancel`: withdraws that worker's queued drain request → 200
-/// `{"worker_id", "withdrawn": true}`; 409 when nothing of it is queued.
+/// Withdraws a worker's queued (not yet started) rolling-drain request.
+#[utoipa::path(
+    post,
+    path = "/fleet/{worker}/drain/cancel",
+    operation_id = "withdraw_queued_drain",
+    tag = "fleet",
+    params(("worker" = String, Path, description = "The worker's id or name.")),
+    responses(
+        (status = 200, description = "Withdrawn.", body = Withdrawn),
+        (status = 303, description = "A form post: back to the fleet page `/fleet`."),
+        (status = 400, description = "A worker name that is not one line.", body = ErrorBody),
+        (status = 404, description = "No such worker.", body = ErrorBody),
+        (status = 409, description = "Nothing of that worker is queued (a drain in progress is cancelled on the worker: POST /drain/cancel).", body = ErrorBody),
+        (status = 500, description = "The store failed in a way an operator must look at.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn withdraw(
     State(state): State<Arc<HttpState>>,
     Path(worker): Path<String>,
@@ -145,7 +214,11 @@ pub async fn withdraw(
         return Redirect::to("/fleet").into_response();
     }
     match withdrawn.first() {
-        Some(id) => Json(json!({"worker_id": id, "withdrawn": true})).into_response(),
+        Some(id) => Json(Withdrawn {
+            worker_id: id.clone(),
+            withdrawn: true,
+        })
+        .into_response(),
         None => error(
             StatusCode::CONFLICT,
             format!("worker {worker:?} has no queued drain request (a drain in progress is cancelled on the worker itself: POST /drain/cancel there)"),
@@ -153,7 +226,18 @@ pub async fn withdraw(
     }
 }
 
-/// `GET /api/drain-queue`: the drain requests waiting for the rolling-drain budget, oldest first.
+/// The drain requests waiting for the rolling-drain budget, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/drain-queue",
+    operation_id = "list_drain_queue",
+    tag = "fleet",
+    responses(
+        (status = 200, description = "The queue, oldest first.", body = Vec<QueuedDrain>),
+        (status = 500, description = "The store failed in a way an operator must look at.", body = ErrorBody),
+        (status = 503, description = "The store is down or slow.", body = ErrorBody),
+    )
+)]
 pub async fn queue(State(state): State<Arc<HttpState>>) -> Response {
     match state.store.queued_drains().await {
         Ok(queued) => Json(queued).into_response(),

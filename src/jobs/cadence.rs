@@ -75,16 +75,19 @@ pub struct KindHistory {
 pub struct KindHistories(HashMap<String, KindHistory>);
 
 impl KindHistories {
+    /// A job of `kind` saved a checkpoint `interval` after its previous one.
     pub fn checkpointed(&mut self, kind: &str, interval: Duration) {
         let history = self.0.entry(kind.to_string()).or_default();
         history.period = Some(blend(history.period, interval));
     }
 
+    /// An attempt of `kind` ran `took` from its start to its handler's return.
     pub fn ran(&mut self, kind: &str, took: Duration) {
         let history = self.0.entry(kind.to_string()).or_default();
         history.run = Some(blend(history.run, took));
     }
 
+    /// What is known of `kind` (nothing yet: the default).
     pub fn get(&self, kind: &str) -> KindHistory {
         self.0.get(kind).copied().unwrap_or_default()
     }
@@ -104,6 +107,7 @@ pub struct JobEstimate {
 }
 
 impl JobEstimate {
+    /// The estimate at `now` of a job with this cadence, its kind's history filling the gaps.
     pub fn of(cadence: &Cadence, history: KindHistory, now: Instant) -> Self {
         let since_checkpoint = cadence.since_checkpoint(now);
         let to_checkpoint = cadence
@@ -141,6 +145,7 @@ pub struct DrainEstimate {
 }
 
 impl DrainEstimate {
+    /// Sums the work at risk and takes the slowest job's ETA.
     pub fn over(jobs: impl IntoIterator<Item = JobEstimate>) -> Self {
         let mut estimate = DrainEstimate::default();
         for job in jobs {

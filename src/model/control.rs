@@ -63,7 +63,7 @@ wire_enum!(
 );
 
 /// One event of a job's journey.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct JobEvent {
     /// What happened.
     pub event: JobEventKind,

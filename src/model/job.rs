@@ -28,7 +28,7 @@ wire_enum!(
 );
 
 /// A job as stored, with the field names of SPEC §2.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Job {
     /// The job's id.
     pub id: JobId,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// One phase of a shutdown as it was lived.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PhaseSpan {
     /// Which phase.
     pub phase: Phase,
@@ -16,7 +16,7 @@ pub struct PhaseSpan {
 }
 
 /// The record every shutdown leaves in the store (SPEC §4).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ShutdownRecord {
     /// The worker that shut down.
     pub worker_id: String,

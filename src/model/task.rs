@@ -33,6 +33,7 @@ wire_enum!(
         Pruner => "pruner",
         /// Reads the queue metrics from the store.
         QueueMetrics => "queue_metrics",
+        /// Keeps the drain ETA and work-at-risk gauges current.
         DrainCost => "drain_cost",
     }
 );

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// A request, written into the store, that a worker drain itself.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct DrainRequest {
     /// How to drain.
     pub mode: Mode,
@@ -39,7 +39,7 @@ pub struct WorkerRegistration {
 }
 
 /// A worker row (SPEC §3).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct WorkerRow {
     /// The worker's id.
     pub id: String,
@@ -86,7 +86,7 @@ impl WorkerRow {
 }
 
 /// What a worker reports of its running jobs on every heartbeat (SPEC §10 "Fleet operations").
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DrainCost {
     /// How long a handoff drain started now would wait for its jobs' next checkpoints.
     pub drain_eta_seconds: f64,
@@ -95,19 +95,24 @@ pub struct DrainCost {
 }
 
 /// A drain request waiting for the rolling-drain budget (`handover drain --max-draining N`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct QueuedDrain {
+    /// The worker it is for.
     pub worker_id: String,
+    /// How its jobs will be treated.
     pub mode: Mode,
+    /// Why, recorded in the shutdown record.
     pub reason: Option<String>,
+    /// Who asked.
     pub requested_by: Option<String>,
     /// It starts once fewer than this many workers are out (draining, or asked to).
     pub max_draining: u32,
+    /// When it was queued.
     pub queued_at: DateTime<Utc>,
 }
 
 /// What became of a rolling-drain request for one worker.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DrainQueued {
     /// Within the budget: the worker was asked to drain now.

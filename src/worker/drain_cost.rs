@@ -24,7 +24,7 @@ pub struct DrainTimes {
 }
 
 /// A drain started now, as `/api/status` and the pages show it.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DrainForecast {
     /// `--drain-delay`, then the wait for the slowest job's next checkpoint.
     pub drain_eta_seconds: f64,
