@@ -105,6 +105,11 @@ fn env_names_in(text: &str) -> BTreeSet<String> {
 
 /// Flags that are not handover's (other tools' flags quoted in the docs).
 const FOREIGN_FLAGS: &[&str] = &[
+    "pause-ms",
+    "path",
+    "open",
+    "no-deps",
+    "example",
     "skip-systemctl-redirect",
     "pid",
     "fork",

@@ -250,20 +250,21 @@ impl PhaseMachine {
         if current.duration.is_some() {
             return;
         }
-        let lived = current.entered.elapsed();
-        current.duration = Some(lived);
-        PhaseEnded {
+        let lived = PhaseEnded {
             phase: current.phase,
-            lived,
+            entered: current.entered,
             trigger,
             span: ended_span.as_ref(),
         }
         .emit(&self.parts.metrics);
+        current.duration = Some(lived);
     }
 
     /// Ends the current phase and enters `phase`, publishing the new status.
     fn enter(&mut self, phase: Phase) {
         self.finish_current_phase();
+        // The phase's clock starts with its span, so both time the same interval.
+        let lived = LivedPhase::new(phase);
         if let (Some(drain), true) = (&self.drain, Phase::SHUTDOWN.contains(&phase)) {
             self.phase_span = Some(tracing::info_span!(
                 parent: &drain.span,
@@ -274,7 +275,7 @@ impl PhaseMachine {
                 duration_ms = Empty,
             ));
         }
-        self.timeline.push(LivedPhase::new(phase));
+        self.timeline.push(lived);
         PhaseEntered { phase }.emit(&self.parts.metrics);
         self.publish();
     }

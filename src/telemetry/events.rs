@@ -7,6 +7,7 @@ use crate::model::{
     AttemptOutcome, JobId, Mode, Outcome, Phase, PruneReport, ReleaseReason, Task, Trigger,
 };
 use std::time::Duration;
+use tokio::time::Instant;
 use tracing::Span;
 
 /// How an attempt ended on this worker.
@@ -149,32 +150,38 @@ impl PhaseEntered {
 /// A phase ended after `lived`; shutdown phases are observed per trigger and logged in their span.
 pub struct PhaseEnded<'a> {
     pub phase: Phase,
-    pub lived: Duration,
+    /// When the phase began (its clock; its span was opened at the same moment).
+    pub entered: Instant,
     pub trigger: Option<Trigger>,
     /// The phase's own span (shutdown phases have one).
     pub span: Option<&'a Span>,
 }
 
 impl PhaseEnded<'_> {
-    pub fn emit(&self, metrics: &Metrics) {
+    /// Logs, records and observes the phase's end; returns how long it lived. A shutdown phase's
+    /// duration is read last, inside its span, after the log line: so the metric, the record and
+    /// the span's exported length all end at the same moment (within microseconds).
+    pub fn emit(&self, metrics: &Metrics) -> Duration {
         let (Some(trigger), true) = (self.trigger, Phase::SHUTDOWN.contains(&self.phase)) else {
-            return;
+            return self.entered.elapsed();
         };
-        let millis = self.lived.as_secs_f64() * 1000.0;
-        metrics
-            .shutdown_phase_duration
-            .with_label_values(&[self.phase.as_str(), trigger.as_str()])
-            .observe(self.lived.as_secs_f64());
         let current = Span::current();
         let span = self.span.unwrap_or(&current);
-        span.record("duration_ms", millis);
         span.in_scope(|| {
+            let millis = self.entered.elapsed().as_secs_f64() * 1000.0;
+            span.record("duration_ms", millis);
             tracing::info!(
                 phase = %self.phase,
                 duration_ms = format_args!("{millis:.1}"),
                 "phase finished"
-            )
-        });
+            );
+            let lived = self.entered.elapsed();
+            metrics
+                .shutdown_phase_duration
+                .with_label_values(&[self.phase.as_str(), trigger.as_str()])
+                .observe(lived.as_secs_f64());
+            lived
+        })
     }
 }
 

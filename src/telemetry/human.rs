@@ -71,7 +71,7 @@ impl Visit for Fields {
     }
 }
 
-/// Keeps each span's fields (see [`Fields`]) in its extensions for [`HumanFormat`].
+/// Keeps each span's fields (by name) in its extensions for [`HumanFormat`].
 pub struct SpanFields;
 
 impl<S> Layer<S> for SpanFields

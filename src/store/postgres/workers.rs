@@ -112,8 +112,11 @@ impl PostgresStore {
         .bind(worker_id)
         .execute(&self.pool)
         .await?;
-        // Its place in the rolling-drain budget goes to the next queued request at once.
-        self.promote_queued_drains().await?;
+        // Its place in the rolling-drain budget goes to the next queued request at once. The
+        // worker is stopped either way: if this fails, the next heartbeat of any worker retries.
+        if let Err(err) = self.promote_queued_drains().await {
+            tracing::warn!(%err, "could not start a queued drain request");
+        }
         Ok(())
     }
 

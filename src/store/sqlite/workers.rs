@@ -151,8 +151,11 @@ impl SqliteStore {
             .execute(&mut *w)
             .await?;
         w.finish();
-        // Its place in the rolling-drain budget goes to the next queued request at once.
-        self.promote_queued_drains().await?;
+        // Its place in the rolling-drain budget goes to the next queued request at once. The
+        // worker is stopped either way: if this fails, the next heartbeat of any worker retries.
+        if let Err(err) = self.promote_queued_drains().await {
+            tracing::warn!(%err, "could not start a queued drain request");
+        }
         Ok(())
     }
 
