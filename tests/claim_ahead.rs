@@ -76,7 +76,9 @@ async fn held_jobs_are_handed_back_on_sigterm_with_no_attempt_counted() {
     // First thing in `draining`, before the phase ends (and the running job is checkpointed).
     let log = worker.log();
     let handed_back = log.find("held jobs handed back").expect("hand-back logged");
-    let draining_ended = log.find("shutdown.draining").expect("draining logged");
+    let draining_ended = log
+        .find("phase finished phase=draining")
+        .expect("draining logged");
     assert!(handed_back < draining_ended, "{log}");
 }
 
