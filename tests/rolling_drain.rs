@@ -34,12 +34,16 @@ async fn the_drain_eta_and_work_at_risk_follow_the_jobs_checkpoint_period() {
     )
     .await;
     let spec = DemoSpec::timed("eta", 1.0, 40);
-    let period = spec.interval.as_secs_f64();
     let id = store.submit("demo", spec.payload()).await;
-    // Two checkpoints: the job's own period is known.
+    // The period as the worker lives it, timed from the store (this machine's speed varies).
+    store
+        .wait_for_checkpoint(id, spec.checkpoint_every, Duration::from_secs(30))
+        .await;
+    let first = Instant::now();
     store
         .wait_for_checkpoint(id, 2 * spec.checkpoint_every, Duration::from_secs(30))
         .await;
+    let period = first.elapsed().as_secs_f64();
     let status = worker.status().await;
     let job = running(&status).remove(0);
     let since = job["since_checkpoint_ms"].as_f64().unwrap() / 1000.0;
@@ -47,8 +51,8 @@ async fn the_drain_eta_and_work_at_risk_follow_the_jobs_checkpoint_period() {
     // Between two checkpoints: what is done since the last plus what is left to the next is one
     // period (within a generous tolerance for this shared machine).
     assert!(
-        (since + eta - period).abs() < 0.4 * period,
-        "since {since:.3}s + eta {eta:.3}s should be about the {period}s period"
+        (since + eta - period).abs() < 0.25 * period + 0.05,
+        "since {since:.3}s + eta {eta:.3}s should be about the {period:.3}s period"
     );
     assert!((status["drain_eta_seconds"].as_f64().unwrap() - eta).abs() < 1e-3);
     assert!((status["work_at_risk_seconds"].as_f64().unwrap() - since).abs() < 1e-3);
@@ -58,7 +62,10 @@ async fn the_drain_eta_and_work_at_risk_follow_the_jobs_checkpoint_period() {
         "1 s checkpoints, 30 s grace"
     );
     let worst = status["drain_eta_worst_seconds"].as_f64().unwrap();
-    assert!((worst - period).abs() < 0.4 * period, "worst case {worst}");
+    assert!(
+        (worst - period).abs() < 0.25 * period + 0.05,
+        "worst case {worst}, period {period}"
+    );
     // The gauges follow within their one-second refresh; the worker row within a heartbeat.
     let gauge = wait_for("the drain gauges", Duration::from_secs(5), || async {
         let eta = worker.metric("handover_drain_eta_seconds").await;
@@ -94,8 +101,8 @@ async fn the_drain_eta_and_work_at_risk_follow_the_jobs_checkpoint_period() {
 async fn checkpoints_farther_apart_than_the_grace_raise_the_warning() {
     let store = TestStore::new().await;
     let mut worker = WorkerProcess::start(&store, &[("--grace", "2s")]).await;
-    // Checkpoints every 3 s: more than the 1.8 s a 2 s grace gives a drain's jobs.
-    let spec = DemoSpec::timed("slow-checkpoints", 3.0, 20);
+    // Checkpoints every 5 s: more than the 1.8 s a 2 s grace gives a drain's jobs.
+    let spec = DemoSpec::timed("slow-checkpoints", 5.0, 20);
     let id = store.submit("demo", spec.payload()).await;
     store
         .wait_for_checkpoint(id, spec.checkpoint_every, Duration::from_secs(30))
@@ -130,7 +137,13 @@ async fn checkpoints_farther_apart_than_the_grace_raise_the_warning() {
         .expect("the warning element");
     assert!(!warning[..warning.find('>').unwrap()].contains("hidden"));
     assert!(page.contains("A drain now takes ≈"));
-    // It was right: a drain now is forced (exit 3).
+    // It was right: a drain that starts just after a checkpoint (the worst moment) is forced.
+    let saved = store.job(id).await.checkpoint.unwrap()["i"]
+        .as_u64()
+        .unwrap();
+    store
+        .wait_for_checkpoint(id, saved + spec.checkpoint_every, Duration::from_secs(30))
+        .await;
     worker
         .sigterm_expecting_forced_exit(Duration::ZERO, Duration::from_secs(10))
         .await;
