@@ -263,8 +263,6 @@ impl PhaseMachine {
     /// Ends the current phase and enters `phase`, publishing the new status.
     fn enter(&mut self, phase: Phase) {
         self.finish_current_phase();
-        // The phase's clock starts with its span, so both time the same interval.
-        let lived = LivedPhase::new(phase);
         if let (Some(drain), true) = (&self.drain, Phase::SHUTDOWN.contains(&phase)) {
             self.phase_span = Some(tracing::info_span!(
                 parent: &drain.span,
@@ -275,7 +273,9 @@ impl PhaseMachine {
                 duration_ms = Empty,
             ));
         }
-        self.timeline.push(lived);
+        // The phase's clock starts once its span exists (the span's start time is taken as it is
+        // created) and stops inside it, so the span and the metric time the same interval.
+        self.timeline.push(LivedPhase::new(phase));
         PhaseEntered { phase }.emit(&self.parts.metrics);
         self.publish();
     }
