@@ -79,6 +79,21 @@ async fn the_drain_eta_and_work_at_risk_follow_the_jobs_checkpoint_period() {
     })
     .await;
     assert!(row.work_at_risk_seconds.unwrap() <= period * 1.4, "{row:?}");
+    // `handover workers` shows both from the row: seconds with one decimal, not `-`.
+    let (code, table, _) = run_cli(&["workers", "--store", &store.url]);
+    assert_eq!(code, 0);
+    let header = table.lines().next().unwrap();
+    let line = table.lines().find(|l| l.contains(&worker.name)).unwrap();
+    for column in ["DRAIN ETA", "AT RISK"] {
+        // Cells are left-aligned under their header.
+        let at = header.find(column).expect(column);
+        let cell = line[at..].split_whitespace().next().unwrap_or_default();
+        let seconds = cell.strip_suffix('s').and_then(|n| n.parse::<f64>().ok());
+        assert!(
+            seconds.is_some_and(|s| s <= period * 1.4),
+            "{column}: {table}"
+        );
+    }
     // The prediction holds: a drain started now ends at the job's next checkpoint, not a whole
     // period later (the slack is for this shared machine, where a period can stretch).
     let status = worker.status().await;
@@ -451,6 +466,10 @@ async fn rolling_drains_refuse_bad_input_and_withdraw_queued_requests() {
         stdout.contains("queued (at most 1 out at once)"),
         "{stdout}"
     );
+    let (code, table, _) = run_cli(&["workers", "--store", &store.url]);
+    assert_eq!(code, 0);
+    let line = table.lines().find(|l| l.contains(&a.name)).unwrap();
+    assert!(line.contains("handoff queued (at most 1 out)"), "{table}");
     let (code, stdout, _) = run_cli(&["drain", "--store", &store.url, "--cancel", &a.name]);
     assert_eq!(code, 0);
     assert!(stdout.contains("queued drain withdrawn"), "{stdout}");

@@ -75,14 +75,6 @@ async fn assert_internal_drain(store: &TestStore, worker: Running, task: Task, w
         (readyz(worker.addr).await == 503).then_some(())
     })
     .await;
-    let metrics = reqwest::get(format!("http://{}/metrics", worker.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let failures = format!("handover_task_failures_total{{task=\"{task}\"}}");
-    assert_eq!(metric_value(&metrics, &failures), Some(1.0), "{metrics}");
     let status: serde_json::Value = reqwest::Client::new()
         .get(format!("http://{}/api/status", worker.addr))
         .bearer_auth(TOKEN)
@@ -94,6 +86,16 @@ async fn assert_internal_drain(store: &TestStore, worker: Running, task: Task, w
         .unwrap();
     assert_eq!(status["failed_task"], task.as_str(), "{status}");
     assert_eq!(status["ready"], false, "{status}");
+    // The scrape comes last: once the machine has stopped, the first scrape it answers is the
+    // final one, after which the worker closes its listener.
+    let metrics = reqwest::get(format!("http://{}/metrics", worker.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failures = format!("handover_task_failures_total{{task=\"{task}\"}}");
+    assert_eq!(metric_value(&metrics, &failures), Some(1.0), "{metrics}");
 
     let summary = tokio::time::timeout(Duration::from_secs(20), worker.run)
         .await

@@ -1,8 +1,10 @@
 //! `handover jobs` and `handover workers`: a table for people (control characters escaped, one
-//! line per row), `--json` for scripts.
+//! line per row; workers with their drain cost and any queued rolling drain), `--json` for
+//! scripts.
 
 use super::open_store;
 use crate::cli::{JobsArgs, WorkersArgs};
+use crate::model::QueuedDrain;
 use crate::store::{JobFilter, WorkerRow};
 use crate::text;
 use chrono::Utc;
@@ -65,7 +67,11 @@ pub async fn workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
         serde_json::to_writer(&mut out, &workers)?;
         writeln!(out)?;
     } else {
-        let rows = workers.iter().map(worker_row);
+        let queued = store.queued_drains().await?;
+        let rows = workers.iter().map(|worker| {
+            let queued = queued.iter().find(|q| q.worker_id == worker.id);
+            worker_row(worker, queued)
+        });
         print_table(
             &mut out,
             &[
@@ -75,6 +81,8 @@ pub async fn workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
                 "VERSION",
                 "HEARTBEAT",
                 "IN FLIGHT",
+                "DRAIN ETA",
+                "AT RISK",
                 "DRAIN",
                 "LISTEN",
             ],
@@ -85,7 +93,7 @@ pub async fn workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn worker_row(worker: &WorkerRow) -> Vec<String> {
+fn worker_row(worker: &WorkerRow, queued: Option<&QueuedDrain>) -> Vec<String> {
     let age = (Utc::now() - worker.heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0;
     let phase =
         if worker.declared_dead_at.is_some() && worker.phase != crate::lifecycle::Phase::Stopped {
@@ -100,12 +108,27 @@ fn worker_row(worker: &WorkerRow) -> Vec<String> {
         worker.version.clone(),
         format!("{age:.1}s ago"),
         worker.in_flight.to_string(),
-        worker
-            .drain_request
-            .as_ref()
-            .map_or("-".into(), |d| format!("{} requested", d.mode)),
+        seconds_while_live(worker, worker.drain_eta_seconds),
+        seconds_while_live(worker, worker.work_at_risk_seconds),
+        match (&worker.drain_request, queued) {
+            (Some(request), _) => format!("{} requested", request.mode),
+            (None, Some(queued)) => format!(
+                "{} queued (at most {} out)",
+                queued.mode, queued.max_draining
+            ),
+            (None, None) => "-".into(),
+        },
         worker.listen_addr.clone().unwrap_or_else(|| "-".into()),
     ]
+}
+
+/// A drain-cost figure from the worker's last heartbeat, as `1.2s`; `-` when it reported none
+/// or is no longer live (a stopped or dead worker's last figures would mislead).
+fn seconds_while_live(worker: &WorkerRow, seconds: Option<f64>) -> String {
+    match seconds {
+        Some(seconds) if worker.is_live() => format!("{seconds:.1}s"),
+        _ => "-".into(),
+    }
 }
 
 fn short_id(id: &str) -> String {
