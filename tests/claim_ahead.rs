@@ -112,11 +112,11 @@ async fn a_busy_worker_does_not_starve_an_idle_one_of_short_jobs() {
             "job {id}: one attempt, the idle worker's"
         );
     }
-    assert_eq!(
-        idle.metric(r#"handover_jobs_completed_total{kind="noop"}"#)
-            .await,
-        SHORT_JOBS as f64
-    );
+    idle.wait_for_metric(
+        r#"handover_jobs_completed_total{kind="noop"}"#,
+        SHORT_JOBS as f64,
+    )
+    .await;
     assert_eq!(
         busy.metric(r#"handover_jobs_completed_total{kind="noop"}"#)
             .await,

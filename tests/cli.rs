@@ -287,10 +287,11 @@ async fn migrate_and_drain_report_problems_clearly() {
 #[tokio::test]
 async fn drain_reasons_and_names_obey_the_http_limits() {
     let store = TestStore::new().await;
-    let worker = WorkerProcess::start(&store, &[]).await;
+    let mut worker = WorkerProcess::start(&store, &[]).await;
     let long_reason = "r".repeat(501);
     let long_name = "n".repeat(201);
-    let name = worker.name.as_str();
+    let name = worker.name.clone();
+    let name = name.as_str();
     for (worker_arg, reason, needle) in [
         (
             name,
@@ -333,20 +334,14 @@ async fn drain_reasons_and_names_obey_the_http_limits() {
     let longest = "é".repeat(250);
     let (code, _, stderr) = run_cli(&["drain", "--store", &store.url, name, "--reason", &longest]);
     assert_eq!(code, 0, "{stderr}");
-    // Intact in the store, or already taken from it by the worker's heartbeat and draining.
-    wait_for(
-        "the long reason to arrive intact",
-        std::time::Duration::from_secs(10),
-        || async {
-            let row = store.worker_row(&worker.id).await;
-            let stored = row.drain_request.and_then(|d| d.reason);
-            let taken = worker.status().await["reason"].as_str().map(String::from);
-            (stored.as_deref() == Some(longest.as_str())
-                || taken.as_deref() == Some(longest.as_str()))
-            .then_some(())
-        },
-    )
-    .await;
+    // The idle worker takes it, drains and exits at once; its shutdown record keeps the reason.
+    let exit = worker.wait_exit(std::time::Duration::from_secs(10)).await;
+    assert_eq!(exit.code(), Some(0), "{}", worker.log());
+    let record = store
+        .shutdown_of(&worker.id)
+        .await
+        .expect("the drain is recorded");
+    assert_eq!(record.reason.as_deref(), Some(longest.as_str()), "intact");
 }
 
 #[tokio::test]

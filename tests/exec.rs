@@ -494,12 +494,9 @@ async fn exit_codes_complete_hand_back_or_fail_the_attempt() {
         signalled.error.as_deref(),
         Some("sh was killed by signal 9 (SIGKILL) (no stderr output)")
     );
-    assert_eq!(
-        worker
-            .metric(r#"handover_jobs_failed_total{kind="exec"}"#)
-            .await,
-        3.0
-    );
+    worker
+        .wait_for_metric(r#"handover_jobs_failed_total{kind="exec"}"#, 3.0)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

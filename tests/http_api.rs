@@ -145,7 +145,16 @@ async fn status_reports_the_spec_fields_and_in_flight_jobs() {
     store
         .wait_for_checkpoint(job_id, 1, std::time::Duration::from_secs(20))
         .await;
-    let status = worker.status().await;
+    // The running job's checkpoint reaches its in-memory view just after the store write.
+    let status = wait_for(
+        "the checkpoint in /api/status",
+        std::time::Duration::from_secs(5),
+        || async {
+            let status = worker.status().await;
+            (!status["in_flight"][0]["checkpoint"].is_null()).then_some(status)
+        },
+    )
+    .await;
     for field in [
         "worker_id",
         "name",

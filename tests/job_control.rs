@@ -122,13 +122,14 @@ async fn a_cancel_reaches_a_running_exec_job(store: TestStore) {
     assert_eq!(job.attempts, 1);
     // The worker stays ready, counted the cancel, freed the slot and goes on claiming.
     assert_eq!(worker.admin_get("/readyz").await.status(), 200);
-    assert_eq!(
-        worker
-            .metric(r#"handover_jobs_cancelled_total{kind="exec"}"#)
-            .await,
-        1.0
-    );
-    let status = worker.status().await;
+    worker
+        .wait_for_metric(r#"handover_jobs_cancelled_total{kind="exec"}"#, 1.0)
+        .await;
+    let status = wait_for("the slot to be freed", Duration::from_secs(5), || async {
+        let status = worker.status().await;
+        (status["in_flight"] == json!([])).then_some(status)
+    })
+    .await;
     assert_eq!(status["in_flight"], json!([]), "{status}");
     let noop = store.submit("noop", json!({})).await;
     store

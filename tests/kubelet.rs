@@ -170,9 +170,13 @@ async fn deleting_the_pod_drains_cleanly_before_the_kubelet_would_kill_it() {
             probe_log.lock().unwrap().push((sent, status));
         }
     });
+    // Stopped by a flag, not aborted: the final scrape the worker waited for must be logged
+    // even if its body is still being read when the process exits.
+    let scraping = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let keep_scraping = scraping.clone();
     let scraper = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
-        loop {
+        while keep_scraping.load(std::sync::atomic::Ordering::SeqCst) {
             ticks.tick().await;
             if let Ok(response) = reqwest::get(&metrics_url).await {
                 let text = response.text().await.unwrap_or_default();
@@ -191,7 +195,11 @@ async fn deleting_the_pod_drains_cleanly_before_the_kubelet_would_kill_it() {
     }
     let took = deleted.elapsed();
     prober.abort();
-    scraper.abort();
+    scraping.store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::timeout(interval + Duration::from_secs(5), scraper)
+        .await
+        .expect("the scraper stops within one interval")
+        .unwrap();
     assert!(
         exited_in_time,
         "the kubelet had to SIGKILL the worker after {took:?}:\n{}",

@@ -35,7 +35,13 @@ async fn the_drain_eta_and_work_at_risk_follow_the_jobs_checkpoint_period() {
     .await;
     let spec = DemoSpec::timed("eta", 1.0, 40);
     let id = store.submit("demo", spec.payload()).await;
-    // The period as the worker lives it, timed from the store (this machine's speed varies).
+    // The intervals as the worker lives them, timed from the store (this machine's speed varies,
+    // and another test's load can change it from one interval to the next). The worker's period
+    // is a running average of both, so the expectation is bounded by the two.
+    store
+        .wait_for_status(id, JobStatus::Running, Duration::from_secs(30))
+        .await;
+    let started = Instant::now();
     store
         .wait_for_checkpoint(id, spec.checkpoint_every, Duration::from_secs(30))
         .await;
@@ -43,7 +49,16 @@ async fn the_drain_eta_and_work_at_risk_follow_the_jobs_checkpoint_period() {
     store
         .wait_for_checkpoint(id, 2 * spec.checkpoint_every, Duration::from_secs(30))
         .await;
-    let period = first.elapsed().as_secs_f64();
+    let intervals = [
+        (first - started).as_secs_f64(),
+        first.elapsed().as_secs_f64(),
+    ];
+    let (shortest, period) = (
+        intervals[0].min(intervals[1]),
+        intervals[0].max(intervals[1]),
+    );
+    let about_a_period =
+        |seconds: f64| seconds > 0.75 * shortest - 0.05 && seconds < 1.25 * period + 0.05;
     let status = worker.status().await;
     let job = running(&status).remove(0);
     let since = job["since_checkpoint_ms"].as_f64().unwrap() / 1000.0;
@@ -51,8 +66,8 @@ async fn the_drain_eta_and_work_at_risk_follow_the_jobs_checkpoint_period() {
     // Between two checkpoints: what is done since the last plus what is left to the next is one
     // period (within a generous tolerance for this shared machine).
     assert!(
-        (since + eta - period).abs() < 0.25 * period + 0.05,
-        "since {since:.3}s + eta {eta:.3}s should be about the {period:.3}s period"
+        about_a_period(since + eta),
+        "since {since:.3}s + eta {eta:.3}s should be about one period {intervals:.3?}"
     );
     assert!((status["drain_eta_seconds"].as_f64().unwrap() - eta).abs() < 1e-3);
     assert!((status["work_at_risk_seconds"].as_f64().unwrap() - since).abs() < 1e-3);
@@ -63,8 +78,8 @@ async fn the_drain_eta_and_work_at_risk_follow_the_jobs_checkpoint_period() {
     );
     let worst = status["drain_eta_worst_seconds"].as_f64().unwrap();
     assert!(
-        (worst - period).abs() < 0.25 * period + 0.05,
-        "worst case {worst}, period {period}"
+        about_a_period(worst),
+        "worst case {worst}, intervals {intervals:.3?}"
     );
     // The gauges follow within their one-second refresh; the worker row within a heartbeat.
     let gauge = wait_for("the drain gauges", Duration::from_secs(5), || async {
@@ -273,20 +288,23 @@ async fn a_rolling_drain_of_three_postgres_workers_takes_one_at_a_time() {
             worker.log()
         );
     }
-    // The shutdowns did not overlap: each began after the one before it ended.
-    let mut spans: Vec<(f64, f64)> = Vec::new();
+    // The shutdowns did not overlap: each began after the one before it left the budget, which
+    // is the write that deregistered it (its row's `stopped_at`; its own record's duration goes
+    // on a little past that write).
+    let mut spans = Vec::new();
     for worker in &workers {
         let record = store.shutdown_of(&worker.id).await.expect("record");
         assert_eq!(record.reason.as_deref(), Some("rolling test"));
-        let start = record.started_at.timestamp_micros() as f64 / 1e6;
-        spans.push((start, start + record.duration_ms / 1000.0));
+        let stopped = store
+            .worker_row(&worker.id)
+            .await
+            .stopped_at
+            .expect("deregistered");
+        spans.push((record.started_at, stopped));
     }
-    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    spans.sort();
     for pair in spans.windows(2) {
-        assert!(
-            pair[1].0 >= pair[0].1 - 0.005,
-            "overlapping drains: {spans:?}"
-        );
+        assert!(pair[1].0 >= pair[0].1, "overlapping drains: {spans:?}");
     }
     // Every job was handed back (none completed by a drained worker's forced path) and a new
     // worker finishes each with the right digest.

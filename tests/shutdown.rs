@@ -286,7 +286,10 @@ async fn a_finish_drain_can_be_cancelled_and_claiming_resumes() {
     let store = TestStore::new().await;
     let spec = DemoSpec::timed("cancel", 0.2, 100);
     let first = store.submit("demo", spec.payload()).await;
-    let mut worker = WorkerProcess::start(&store, &[("--concurrency", "2")]).await;
+    // The drain delay keeps the SIGTERM drain below in `draining` long enough to be asked to
+    // cancel it (without it, the worker can be gone by then).
+    let mut worker =
+        WorkerProcess::start(&store, &[("--concurrency", "2"), ("--drain-delay", "2s")]).await;
     store
         .wait_for_checkpoint(first, 1, Duration::from_secs(20))
         .await;
@@ -334,8 +337,20 @@ async fn a_finish_drain_can_be_cancelled_and_claiming_resumes() {
 
     // A signal-started drain cannot be cancelled.
     worker.signal(Signal::SIGTERM);
+    let ready_url = worker.url("/readyz");
+    wait_for(
+        "SIGTERM to start a drain",
+        Duration::from_secs(5),
+        || async { (reqwest::get(&ready_url).await.ok()?.status() == 503).then_some(()) },
+    )
+    .await;
     let refused = worker.admin_post("/drain/cancel", json!({})).await;
     assert_eq!(refused.status(), 409);
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("sigterm"),
+        "refused because a signal started it: {error}"
+    );
     assert_eq!(
         worker.wait_exit(Duration::from_secs(10)).await.code(),
         Some(0)
@@ -508,8 +523,18 @@ async fn a_worker_declared_dead_during_its_drain_finishes_it_without_coming_back
     let store = TestStore::new().await;
     let spec = DemoSpec::timed("dead-drain", 0.3, 12);
     let job_id = store.submit("demo", spec.payload()).await;
-    let mut draining =
-        WorkerProcess::start(&store, &[("--concurrency", "1"), ("--drain-delay", "3s")]).await;
+    // The drain delay outlasts the freeze (a lease TTL of 15 s, then the rescue): after SIGCONT
+    // the worker is still in `draining`, so its heartbeat runs and learns it was declared dead
+    // before the drain reaches `deregistering` and stops it.
+    let mut draining = WorkerProcess::start(
+        &store,
+        &[
+            ("--concurrency", "1"),
+            ("--drain-delay", "30s"),
+            ("--grace", "60s"),
+        ],
+    )
+    .await;
     store
         .wait_for_checkpoint(job_id, spec.checkpoint_every, Duration::from_secs(20))
         .await;
@@ -522,7 +547,7 @@ async fn a_worker_declared_dead_during_its_drain_finishes_it_without_coming_back
     let rescuer = freeze_until_rescued(&store, &draining, job_id).await;
 
     draining.signal(Signal::SIGCONT);
-    let status = draining.wait_exit(Duration::from_secs(20)).await;
+    let status = draining.wait_exit(Duration::from_secs(45)).await;
     let log = draining.log();
     assert_eq!(status.code(), Some(0), "log:\n{log}");
     assert!(

@@ -247,12 +247,11 @@ impl App {
             _ = self.supervisor.watch() => unreachable!("the supervisor watches until cancelled"),
         };
         if !self.config.final_scrape_wait.is_zero() {
-            let seen = self.metrics.scrapes_answered();
             // Any signal but the one that started the drain ends the wait, including one that
             // arrived while `deregistering` was still finishing.
             let started_by_signal = u64::from(summary.record.trigger.is_signal());
             tokio::select! {
-                _ = self.metrics.wait_for_scrape_after(seen) => tracing::info!("final scrape answered"),
+                _ = self.metrics.wait_for_final_scrape() => tracing::info!("final scrape answered"),
                 _ = tokio::time::sleep(self.config.final_scrape_wait) => {
                     tracing::info!("no final scrape arrived within --final-scrape-wait")
                 }

@@ -11,7 +11,6 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 
 /// Phase and shutdown durations: 1 ms to 60 s (and beyond, for slow forced shutdowns).
@@ -59,8 +58,8 @@ pub struct Metrics {
     pub drain_eta: Gauge,
     pub work_at_risk: Gauge,
     pub drain_would_force: IntGauge,
-    scrapes: watch::Sender<u64>,
-    scrape_count: AtomicU64,
+    /// Scrapes answered that showed `handover_phase{phase="stopped"}`: the final scrape.
+    stopped_scrapes: watch::Sender<u64>,
 }
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(
@@ -353,8 +352,7 @@ impl Metrics {
             drain_eta,
             work_at_risk,
             drain_would_force,
-            scrapes: watch::channel(0).0,
-            scrape_count: AtomicU64::new(0),
+            stopped_scrapes: watch::channel(0).0,
         };
         metrics.initialise_labels(kinds);
         metrics
@@ -423,26 +421,30 @@ impl Metrics {
         }
     }
 
-    /// Renders the text exposition format and counts the scrape.
+    /// Renders the text exposition format; counts it as a final scrape when it shows `stopped`.
     pub fn render(&self) -> String {
+        // Read before gathering: `stopped` is set after every other metric of the shutdown, so
+        // a scrape that saw it carries them all.
+        let stopped = self
+            .phase
+            .with_label_values(&[Phase::Stopped.as_str()])
+            .get()
+            == 1;
         let mut buffer = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buffer)
             .expect("encoding to a Vec cannot fail");
-        let count = self.scrape_count.fetch_add(1, Ordering::SeqCst) + 1;
-        self.scrapes.send_replace(count);
+        if stopped {
+            self.stopped_scrapes.send_modify(|count| *count += 1);
+        }
         String::from_utf8(buffer).expect("the text format is UTF-8")
     }
 
-    /// Scrapes answered so far; `wait_for_scrape_after` waits for the next one.
-    pub fn scrapes_answered(&self) -> u64 {
-        self.scrape_count.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once more than `seen` scrapes have been answered.
-    pub async fn wait_for_scrape_after(&self, seen: u64) {
-        let mut receiver = self.scrapes.subscribe();
-        let _ = receiver.wait_for(|count| *count > seen).await;
+    /// Resolves once a scrape that showed phase `stopped` has been rendered (at once if one
+    /// already was).
+    pub async fn wait_for_final_scrape(&self) {
+        let mut receiver = self.stopped_scrapes.subscribe();
+        let _ = receiver.wait_for(|count| *count > 0).await;
     }
 }
 

@@ -422,6 +422,16 @@ impl WorkerProcess {
             .unwrap();
         metric_value(&text, sample).unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
     }
+
+    /// Waits until `sample` reads `expected`: a counter moves just after the store write the
+    /// test saw, not with it.
+    pub async fn wait_for_metric(&self, sample: &str, expected: f64) {
+        let what = format!("{sample} to reach {expected}");
+        wait_for(&what, Duration::from_secs(5), || async {
+            (self.metric(sample).await == expected).then_some(())
+        })
+        .await
+    }
 }
 
 /// The value of `sample` (e.g. `handover_jobs_rescued_total` or `x{a="b"}`) in a text exposition.
