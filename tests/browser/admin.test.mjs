@@ -136,6 +136,16 @@ async function login(page, base) {
   ]);
 }
 
+// Submits a form whose answer redirects back to the page it is on, and waits for that new
+// document to load. (waitForURL would resolve at once, the URL being the same, and a reload made
+// then could race the navigation the form started: "Not attached to an active page".)
+async function submitToSamePage(page, selector) {
+  await Promise.all([
+    page.waitForEvent('load', { timeout: 15_000 }),
+    page.click(selector),
+  ]);
+}
+
 async function phaseText(page) {
   return (await page.textContent('#phase')).trim();
 }
@@ -377,10 +387,7 @@ describe('admin pages in a real browser', { timeout: 240_000 }, () => {
       const pid = await readPid();
       await page.goto(`${base}/jobs/${jobId}`);
       assert.equal((await page.textContent('#job-status')).trim(), 'running');
-      await Promise.all([
-        page.waitForURL((url) => url.pathname === `/jobs/${jobId}`, { timeout: 15_000 }),
-        page.click('#cancel-job button[type="submit"]'),
-      ]);
+      await submitToSamePage(page, '#cancel-job button[type="submit"]');
       assert.match(seen.dialogs.at(-1), /Cancel job #/);
       await waitFor(async () => {
         await page.reload();
@@ -394,10 +401,7 @@ describe('admin pages in a real browser', { timeout: 240_000 }, () => {
 
       // Retry: it runs again on the same worker.
       await rm(pidFile, { force: true });
-      await Promise.all([
-        page.waitForURL((url) => url.pathname === `/jobs/${jobId}`, { timeout: 15_000 }),
-        page.click('#retry-job button[type="submit"]:not([name])'),
-      ]);
+      await submitToSamePage(page, '#retry-job button[type="submit"]:not([name])');
       await readPid();
       await page.reload();
       assert.equal((await page.textContent('#job-status')).trim(), 'running');
@@ -428,10 +432,7 @@ describe('admin pages in a real browser', { timeout: 240_000 }, () => {
       await page.waitForSelector(`#shutdown-${firstId}`, { timeout: 15_000 });
       // Clean up: cancel the running job from its page, then stop the worker.
       await page.goto(`${base2}/jobs/${jobId}`);
-      await Promise.all([
-        page.waitForURL((url) => url.pathname === `/jobs/${jobId}`, { timeout: 15_000 }),
-        page.click('#cancel-job button[type="submit"]'),
-      ]);
+      await submitToSamePage(page, '#cancel-job button[type="submit"]');
       await waitFor(async () => {
         await page.reload();
         return (await page.textContent('#job-status')).trim() === 'cancelled';
