@@ -62,6 +62,7 @@ pub fn status_json_of(state: &HttpState, status: &Status) -> Value {
 
 /// The status for a given machine status (with the current jobs and readiness).
 pub fn worker_status(state: &HttpState, status: &Status) -> WorkerStatus {
+    let (in_flight, estimate) = state.jobs.views_with_estimate();
     WorkerStatus {
         worker_id: state.worker_id.clone(),
         name: state.worker_name.clone(),
@@ -70,9 +71,9 @@ pub fn worker_status(state: &HttpState, status: &Status) -> WorkerStatus {
         store_up: state.health.is_up(),
         failed_task: state.machine.failed_task(),
         status: status.clone(),
-        in_flight: state.jobs.views(),
+        in_flight,
         held: state.jobs.held(),
-        forecast: state.drain_times.forecast(&state.jobs),
+        forecast: state.drain_times.forecast_of(estimate),
         now: Utc::now(),
     }
 }

@@ -58,7 +58,7 @@ pub async fn worker(
     Extension(caller): Extension<Caller>,
 ) -> Response {
     let status = state.machine.status();
-    let in_flight = state.jobs.views();
+    let (in_flight, estimate) = state.jobs.views_with_estimate();
     render(WorkerPage {
         chrome: chrome(&state, &caller, "Worker", "worker"),
         status: views::status_view(
@@ -67,7 +67,7 @@ pub async fn worker(
             state.health.is_up(),
             &in_flight,
             state.jobs.held(),
-            &state.drain_times.forecast(&state.jobs),
+            &state.drain_times.forecast_of(estimate),
         ),
         status_json: views::embeddable_json(&status_json(&state)),
     })

@@ -376,13 +376,14 @@ impl InFlight {
     /// A handoff drain started now: how long its jobs would take to stop, and the work at risk.
     pub fn estimate(&self) -> DrainEstimate {
         let now = Instant::now();
-        self.read_all(|all| {
-            DrainEstimate::over(
-                all.by_id
-                    .values()
-                    .filter_map(|entry| entry.estimate(&all.histories, now)),
-            )
-        })
+        self.read_all(|all| estimate_of(all, now))
+    }
+
+    /// The started jobs and a drain's estimate over them, read under one lock at one instant,
+    /// so that a status shows per-job figures and totals that agree.
+    pub fn views_with_estimate(&self) -> (Vec<InFlightView>, DrainEstimate) {
+        let now = Instant::now();
+        self.read_all(|all| (views_of(all, now), estimate_of(all, now)))
     }
 
     /// Notes that the job's handler has returned (nothing a page shows changes).
@@ -459,28 +460,7 @@ impl InFlight {
     /// The started jobs (held ones are only counted, by [`InFlight::held`]).
     pub fn views(&self) -> Vec<InFlightView> {
         let now = Instant::now();
-        self.read_all(|all| {
-            all.by_id
-                .values()
-                .filter(|e| e.state != JobState::Held)
-                .map(|e| (e, e.estimate(&all.histories, now)))
-                .map(|(e, estimate)| InFlightView {
-                    job_id: e.lease.job_id,
-                    kind: e.kind.clone(),
-                    attempt: e.attempt,
-                    lease_epoch: e.lease.epoch,
-                    started_at: e.started_at,
-                    checkpoint: e.checkpoint.clone(),
-                    progress: e.progress,
-                    state: e.state,
-                    output: e.output.clone(),
-                    since_checkpoint_ms: estimate.map(|x| x.since_checkpoint.as_secs_f64() * 1e3),
-                    next_checkpoint_eta_ms: estimate
-                        .and_then(|x| x.next_checkpoint_eta)
-                        .map(|eta| eta.as_secs_f64() * 1e3),
-                })
-                .collect()
-        })
+        self.read_all(|all| views_of(all, now))
     }
 
     /// Removes and returns every leased job (for the releasing phase).
@@ -520,6 +500,39 @@ impl InFlight {
         let mut receiver = self.leased.subscribe();
         let _ = receiver.wait_for(|leased| *leased == 0).await;
     }
+}
+
+/// The started jobs as pages and the status show them, at `now`.
+fn views_of(all: &Entries, now: Instant) -> Vec<InFlightView> {
+    all.by_id
+        .values()
+        .filter(|e| e.state != JobState::Held)
+        .map(|e| (e, e.estimate(&all.histories, now)))
+        .map(|(e, estimate)| InFlightView {
+            job_id: e.lease.job_id,
+            kind: e.kind.clone(),
+            attempt: e.attempt,
+            lease_epoch: e.lease.epoch,
+            started_at: e.started_at,
+            checkpoint: e.checkpoint.clone(),
+            progress: e.progress,
+            state: e.state,
+            output: e.output.clone(),
+            since_checkpoint_ms: estimate.map(|x| x.since_checkpoint.as_secs_f64() * 1e3),
+            next_checkpoint_eta_ms: estimate
+                .and_then(|x| x.next_checkpoint_eta)
+                .map(|eta| eta.as_secs_f64() * 1e3),
+        })
+        .collect()
+}
+
+/// A handoff drain's estimate over every leased job, at `now`.
+fn estimate_of(all: &Entries, now: Instant) -> DrainEstimate {
+    DrainEstimate::over(
+        all.by_id
+            .values()
+            .filter_map(|entry| entry.estimate(&all.histories, now)),
+    )
 }
 
 #[cfg(test)]

@@ -52,7 +52,8 @@ impl DrainTimes {
         self.forecast_of(jobs.estimate())
     }
 
-    fn forecast_of(&self, estimate: DrainEstimate) -> DrainForecast {
+    /// The forecast from an estimate already taken (with the job views, in one snapshot).
+    pub fn forecast_of(&self, estimate: DrainEstimate) -> DrainForecast {
         let delay = self.drain_delay.as_secs_f64();
         let eta = delay + estimate.drain_eta_seconds;
         let worst = (delay + estimate.worst_eta_seconds).max(eta);
