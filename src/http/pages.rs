@@ -1,7 +1,7 @@
 //! The admin pages: this worker (`/`), the fleet (`/fleet`) and the jobs (`/jobs`), rendered
 //! server-side; the worker page then follows `/api/events`.
 
-use super::api::status_json;
+use super::api::worker_status;
 use super::auth::Caller;
 use super::fleet_api::store_error;
 use super::views::{self, Chrome, FleetPage, JobPage, JobsPage, WorkerPage};
@@ -57,19 +57,19 @@ pub async fn worker(
     State(state): State<Arc<HttpState>>,
     Extension(caller): Extension<Caller>,
 ) -> Response {
-    let status = state.machine.status();
-    let (in_flight, estimate) = state.jobs.views_with_estimate();
+    // One read of the status serves both the rendered page and the JSON it embeds.
+    let current = worker_status(&state, &state.machine.status());
     render(WorkerPage {
         chrome: chrome(&state, &caller, "Worker", "worker"),
         status: views::status_view(
-            &status,
-            state.is_ready(),
-            state.health.is_up(),
-            &in_flight,
-            state.jobs.held(),
-            &state.drain_times.forecast_of(estimate),
+            &current.status,
+            current.ready,
+            current.store_up,
+            &current.in_flight,
+            current.held,
+            &current.forecast,
         ),
-        status_json: views::embeddable_json(&status_json(&state)),
+        status_json: views::embeddable_json(&serde_json::to_value(&current).unwrap_or_default()),
     })
 }
 

@@ -58,8 +58,8 @@ pub struct Metrics {
     pub drain_eta: Gauge,
     pub work_at_risk: Gauge,
     pub drain_would_force: IntGauge,
-    /// Scrapes answered that showed `handover_phase{phase="stopped"}`: the final scrape.
-    stopped_scrapes: watch::Sender<u64>,
+    /// Whether a scrape has shown `handover_phase{phase="stopped"}`: the final scrape.
+    final_scrape: watch::Sender<bool>,
 }
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(
@@ -352,7 +352,7 @@ impl Metrics {
             drain_eta,
             work_at_risk,
             drain_would_force,
-            stopped_scrapes: watch::channel(0).0,
+            final_scrape: watch::channel(false).0,
         };
         metrics.initialise_labels(kinds);
         metrics
@@ -435,7 +435,7 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("encoding to a Vec cannot fail");
         if stopped {
-            self.stopped_scrapes.send_modify(|count| *count += 1);
+            self.final_scrape.send_replace(true);
         }
         String::from_utf8(buffer).expect("the text format is UTF-8")
     }
@@ -443,8 +443,8 @@ impl Metrics {
     /// Resolves once a scrape that showed phase `stopped` has been rendered (at once if one
     /// already was).
     pub async fn wait_for_final_scrape(&self) {
-        let mut receiver = self.stopped_scrapes.subscribe();
-        let _ = receiver.wait_for(|count| *count > 0).await;
+        let mut receiver = self.final_scrape.subscribe();
+        let _ = receiver.wait_for(|answered| *answered).await;
     }
 }
 
