@@ -53,20 +53,25 @@ fn promtool_accepts(text: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_move_through_a_drain_and_the_last_scrape_is_served() {
-    let store = TestStore::new().await;
-    let spec = DemoSpec::timed("metrics", 0.2, 200);
+/// Two demo jobs (checkpointing every `every` seconds) running on a two-slot worker with this
+/// drain delay and a final-scrape wait; returns once both have saved a checkpoint.
+async fn two_checkpointing_jobs(
+    store: &TestStore,
+    name: &str,
+    every: f64,
+    drain_delay: &str,
+) -> WorkerProcess {
+    let spec = DemoSpec::timed(name, every, 200);
     for n in 0..2 {
         let mut spec = spec.clone();
-        spec.seed = format!("metrics-{n}");
+        spec.seed = format!("{name}-{n}");
         store.submit("demo", spec.payload()).await;
     }
-    let mut worker = WorkerProcess::start(
-        &store,
+    let worker = WorkerProcess::start(
+        store,
         &[
             ("--concurrency", "2"),
-            ("--drain-delay", "2s"),
+            ("--drain-delay", drain_delay),
             ("--final-scrape-wait", "30s"),
         ],
     )
@@ -80,6 +85,13 @@ async fn metrics_move_through_a_drain_and_the_last_scrape_is_served() {
         },
     )
     .await;
+    worker
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_through_a_drain_and_the_last_scrape_is_served() {
+    let store = TestStore::new().await;
+    let mut worker = two_checkpointing_jobs(&store, "metrics", 0.2, "2s").await;
 
     let before = scrape(&worker).await;
     promtool_accepts(&before);
@@ -200,6 +212,108 @@ async fn metrics_move_through_a_drain_and_the_last_scrape_is_served() {
     assert!(
         scraped.elapsed() < Duration::from_secs(5),
         "exits once the final scrape is answered, not after the 30s wait"
+    );
+}
+
+/// The shutdown phases in the order the machine runs them.
+const SHUTDOWN_PHASES: [&str; 4] = ["draining", "checkpointing", "releasing", "deregistering"];
+
+/// What one scrape must show whenever it is taken: one phase, readiness by that phase, and the
+/// timings of exactly the shutdown phases before it (`deregistering`'s own may already be there:
+/// it ends before the trace flush, `stopped` is published after it).
+fn assert_one_instant(text: &str) {
+    let phases: Vec<&str> = ["starting", "running"]
+        .into_iter()
+        .chain(SHUTDOWN_PHASES)
+        .chain(["stopped"])
+        .filter(|phase| value(text, &format!(r#"handover_phase{{phase="{phase}"}}"#)) == 1.0)
+        .collect();
+    let [phase] = phases[..] else {
+        panic!("one phase at 1, got {phases:?}:\n{text}")
+    };
+    assert_eq!(
+        value(text, "handover_ready") == 1.0,
+        phase == "running",
+        "readiness agrees with phase {phase}:\n{text}"
+    );
+    let reached = match phase {
+        "starting" | "running" => 0,
+        "stopped" => SHUTDOWN_PHASES.len(),
+        current => SHUTDOWN_PHASES.iter().position(|p| *p == current).unwrap(),
+    };
+    for (index, ended) in SHUTDOWN_PHASES.iter().enumerate() {
+        let count = value(
+            text,
+            &format!(
+                r#"handover_shutdown_phase_duration_seconds_count{{phase="{ended}",trigger="sigterm"}}"#
+            ),
+        );
+        let expected = if index < reached { 1.0 } else { 0.0 };
+        let flushing = *ended == "deregistering" && phase == "deregistering";
+        assert!(
+            count == expected || flushing,
+            "in phase {phase}, {ended} observed {count} times:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scrape_during_a_drain_shows_one_instant() {
+    let store = TestStore::new().await;
+    // The drain delay keeps `draining` long enough for the scrapers to see it.
+    let mut worker = two_checkpointing_jobs(&store, "instant", 0.05, "300ms").await;
+    // Two scrapers in a tight loop through the whole drain, each until it renders `stopped` or
+    // the worker has closed its port after another's final scrape.
+    worker.signal(Signal::SIGTERM);
+    let url = worker.url("/metrics");
+    let scrapers: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut seen = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while Instant::now() < deadline {
+                    let Ok(response) = client.get(&url).send().await else {
+                        break;
+                    };
+                    let Ok(text) = response.text().await else {
+                        break;
+                    };
+                    let stopped =
+                        metric_value(&text, r#"handover_phase{phase="stopped"}"#) == Some(1.0);
+                    seen.push(text);
+                    if stopped {
+                        break;
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut scrapes = Vec::new();
+    for scraper in scrapers {
+        scrapes.extend(scraper.await.unwrap());
+    }
+    assert_eq!(
+        worker.wait_exit(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+    for text in &scrapes {
+        assert_one_instant(text);
+    }
+    let shown: std::collections::BTreeSet<&str> = scrapes
+        .iter()
+        .flat_map(|text| {
+            SHUTDOWN_PHASES.into_iter().chain(["stopped"]).filter(|p| {
+                metric_value(text, &format!(r#"handover_phase{{phase="{p}"}}"#)) == Some(1.0)
+            })
+        })
+        .collect();
+    assert!(
+        shown.contains("draining") && shown.contains("stopped"),
+        "the scrapes covered the drain ({} scrapes, phases {shown:?})",
+        scrapes.len()
     );
 }
 

@@ -171,13 +171,13 @@ async fn a_workers_pruner_deletes_and_counts_while_running() {
         "the pruner's first pass",
         Duration::from_secs(10),
         || async {
-            let text = metrics.render();
+            let text = metrics.render(|| (Phase::Running, true));
             (metric_value(&text, r#"handover_pruned_total{table="jobs"}"#) == Some(1.0))
                 .then_some(())
         },
     )
     .await;
-    let text = metrics.render();
+    let text = metrics.render(|| (Phase::Running, true));
     assert_eq!(
         metric_value(&text, r#"handover_pruned_total{table="job_completions"}"#),
         Some(1.0)

@@ -71,14 +71,18 @@ pub async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     responses((status = 200, description = "Every metric of this worker.", body = String, content_type = "text/plain; version=0.0.4"))
 )]
 pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
-    // Computed at scrape time, so the gauge can never disagree with /readyz.
-    state.metrics.ready.set(i64::from(state.is_ready()));
+    // Phase and readiness are read at scrape time from the phase machine, between its changes:
+    // the two gauges agree with each other, with /readyz's rule and with the phase timings.
+    let read_state = || {
+        let phase = state.machine.phase();
+        (phase, state.is_ready_in(phase))
+    };
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.metrics.render(read_state),
     )
         .into_response()
 }

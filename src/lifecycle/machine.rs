@@ -262,6 +262,9 @@ impl PhaseMachine {
 
     /// Ends the current phase and enters `phase`, publishing the new status.
     fn enter(&mut self, phase: Phase) {
+        let metrics = self.parts.metrics.clone();
+        // A scrape shows the ended phase's timing together with the new phase, or neither.
+        let _scrapes_wait = metrics.hold_scrapes();
         self.finish_current_phase();
         if let (Some(drain), true) = (&self.drain, Phase::SHUTDOWN.contains(&phase)) {
             self.phase_span = Some(tracing::info_span!(
@@ -276,7 +279,7 @@ impl PhaseMachine {
         // The phase's clock starts once its span exists (the span's start time is taken as it is
         // created) and stops inside it, so the span and the metric time the same interval.
         self.timeline.push(LivedPhase::new(phase));
-        PhaseEntered { phase }.emit(&self.parts.metrics);
+        PhaseEntered { phase }.emit();
         self.publish();
     }
 

@@ -2,7 +2,7 @@
 //! one value whose `emit` writes the log line, the metric and the span field together, so the
 //! three never disagree. Label values come from the model's enums, never from loose strings.
 
-use super::Metrics;
+use super::{phase_spans, Metrics};
 use crate::model::{
     AttemptOutcome, JobId, Mode, Outcome, Phase, PruneReport, ReleaseReason, Task, Trigger,
 };
@@ -141,8 +141,9 @@ pub struct PhaseEntered {
 }
 
 impl PhaseEntered {
-    pub fn emit(&self, metrics: &Metrics) {
-        metrics.set_phase(self.phase);
+    /// Logs the entry. `handover_phase` is not set here: a scrape reads the phase from the
+    /// machine's published status, with readiness, at one instant.
+    pub fn emit(&self) {
         tracing::debug!(phase = %self.phase, "phase entered");
     }
 }
@@ -158,9 +159,10 @@ pub struct PhaseEnded<'a> {
 }
 
 impl PhaseEnded<'_> {
-    /// Logs, records and observes the phase's end; returns how long it lived. A shutdown phase's
-    /// duration is read last, inside its span, after the log line: so the metric, the record and
-    /// the span's exported length all end at the same moment (within microseconds).
+    /// Logs, records and observes the phase's end; returns how long it lived. The duration is
+    /// read once, inside the phase's span: the metric, the log line, the record and the span's
+    /// `duration_ms` are one figure, and the exported span is given exactly that length
+    /// (see [`crate::telemetry::phase_spans`]).
     pub fn emit(&self, metrics: &Metrics) -> Duration {
         let (Some(trigger), true) = (self.trigger, Phase::SHUTDOWN.contains(&self.phase)) else {
             return self.entered.elapsed();
@@ -168,18 +170,18 @@ impl PhaseEnded<'_> {
         let current = Span::current();
         let span = self.span.unwrap_or(&current);
         span.in_scope(|| {
-            let millis = self.entered.elapsed().as_secs_f64() * 1000.0;
-            span.record("duration_ms", millis);
+            let lived = self.entered.elapsed();
+            let millis = lived.as_secs_f64() * 1000.0;
+            span.record(phase_spans::DURATION_ATTRIBUTE, millis);
+            metrics
+                .shutdown_phase_duration
+                .with_label_values(&[self.phase.as_str(), trigger.as_str()])
+                .observe(lived.as_secs_f64());
             tracing::info!(
                 phase = %self.phase,
                 duration_ms = format_args!("{millis:.1}"),
                 "phase finished"
             );
-            let lived = self.entered.elapsed();
-            metrics
-                .shutdown_phase_duration
-                .with_label_values(&[self.phase.as_str(), trigger.as_str()])
-                .observe(lived.as_secs_f64());
             lived
         })
     }

@@ -30,8 +30,9 @@ const CHECKPOINT_BUCKETS: &[f64] = &[
 
 pub struct Metrics {
     registry: Registry,
-    pub phase: IntGaugeVec,
-    pub ready: IntGauge,
+    /// Set only while rendering, from the phase machine's status (see [`Metrics::render`]).
+    phase: IntGaugeVec,
+    ready: IntGauge,
     pub shutdown_phase_duration: HistogramVec,
     pub shutdown_duration: HistogramVec,
     pub shutdowns: IntCounterVec,
@@ -60,6 +61,9 @@ pub struct Metrics {
     pub drain_would_force: IntGauge,
     /// Whether a scrape has shown `handover_phase{phase="stopped"}`: the final scrape.
     final_scrape: watch::Sender<bool>,
+    /// Held while a scrape reads the phase, sets the gauges and gathers, and while the machine
+    /// changes phase.
+    render_lock: std::sync::Mutex<()>,
 }
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(
@@ -353,6 +357,7 @@ impl Metrics {
             work_at_risk,
             drain_would_force,
             final_scrape: watch::channel(false).0,
+            render_lock: std::sync::Mutex::new(()),
         };
         metrics.initialise_labels(kinds);
         metrics
@@ -413,7 +418,7 @@ impl Metrics {
     }
 
     /// Sets `handover_phase` to 1 for `current` and 0 for every other phase.
-    pub fn set_phase(&self, current: Phase) {
+    fn set_phase(&self, current: Phase) {
         for phase in Phase::ALL {
             self.phase
                 .with_label_values(&[phase.as_str()])
@@ -421,20 +426,34 @@ impl Metrics {
         }
     }
 
-    /// Renders the text exposition format; counts it as a final scrape when it shows `stopped`.
-    pub fn render(&self) -> String {
-        // Read before gathering: `stopped` is set after every other metric of the shutdown, so
-        // a scrape that saw it carries them all.
-        let stopped = self
-            .phase
-            .with_label_values(&[Phase::Stopped.as_str()])
-            .get()
-            == 1;
+    /// Held by the phase machine while it ends one phase and enters the next (observing the
+    /// ended phase, publishing the new one): a scrape renders before the change or after it,
+    /// never halfway through.
+    pub fn hold_scrapes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.render_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Renders the text exposition format. `read_state` gives the worker's phase and readiness,
+    /// read from the phase machine under the same lock as the gathering (and the machine's
+    /// changes, see [`Metrics::hold_scrapes`]): `handover_phase`, `handover_ready` and every
+    /// figure of a scrape belong to one instant. Counts it as a final scrape when it shows
+    /// `stopped` (the machine publishes `stopped` after every other metric of the shutdown, so
+    /// such a scrape carries them all).
+    pub fn render(&self, read_state: impl FnOnce() -> (Phase, bool)) -> String {
         let mut buffer = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .expect("encoding to a Vec cannot fail");
-        if stopped {
+        let phase = {
+            let _no_phase_change = self.hold_scrapes();
+            let (phase, ready) = read_state();
+            self.set_phase(phase);
+            self.ready.set(i64::from(ready));
+            TextEncoder::new()
+                .encode(&self.registry.gather(), &mut buffer)
+                .expect("encoding to a Vec cannot fail");
+            phase
+        };
+        if phase == Phase::Stopped {
             self.final_scrape.send_replace(true);
         }
         String::from_utf8(buffer).expect("the text format is UTF-8")
@@ -455,7 +474,7 @@ mod tests {
     #[test]
     fn every_spec_metric_is_present_from_the_first_scrape() {
         let metrics = Metrics::new(&["demo".to_string()]);
-        let text = metrics.render();
+        let text = metrics.render(|| (Phase::Starting, false));
         for name in [
             "handover_phase",
             "handover_ready",
@@ -508,5 +527,21 @@ mod tests {
             .filter(|p| metrics.phase.with_label_values(&[p.as_str()]).get() == 1)
             .collect();
         assert_eq!(ones, vec![&Phase::Checkpointing]);
+    }
+
+    #[test]
+    fn a_scrape_shows_the_phase_and_readiness_it_was_given_and_stopped_is_final() {
+        let metrics = Metrics::new(&[]);
+        let running = metrics.render(|| (Phase::Running, true));
+        assert!(running.contains("handover_phase{phase=\"running\"} 1"));
+        assert!(running.contains("handover_ready 1"));
+        assert!(!*metrics.final_scrape.borrow());
+        let draining = metrics.render(|| (Phase::Draining, false));
+        assert!(draining.contains("handover_phase{phase=\"draining\"} 1"));
+        assert!(draining.contains("handover_phase{phase=\"running\"} 0"));
+        assert!(draining.contains("handover_ready 0"));
+        assert!(!*metrics.final_scrape.borrow());
+        metrics.render(|| (Phase::Stopped, false));
+        assert!(*metrics.final_scrape.borrow());
     }
 }

@@ -10,6 +10,9 @@ pub mod human;
 // Public for other layers and the tests, not part of the embedding surface.
 #[doc(hidden)]
 pub mod metrics;
+// Public for the tests, not part of the embedding surface.
+#[doc(hidden)]
+pub mod phase_spans;
 pub mod tracing;
 
 // Public for other layers and the tests, not part of the embedding surface.

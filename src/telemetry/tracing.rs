@@ -6,6 +6,7 @@
 //! JSON log lines inside a traced span carry its `trace_id` and `span_id`.
 
 use super::human::{HumanFormat, SpanFields};
+use super::phase_spans::PhaseSpanTiming;
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
@@ -114,7 +115,9 @@ pub fn init(format: LogFormat) -> TraceFlusher {
         {
             Ok(exporter) => Some(
                 SdkTracerProvider::builder()
-                    .with_span_processor(BatchSpanProcessor::builder(exporter).build())
+                    .with_span_processor(PhaseSpanTiming::new(
+                        BatchSpanProcessor::builder(exporter).build(),
+                    ))
                     .with_resource(resource())
                     .build(),
             ),
