@@ -11,7 +11,8 @@ use super::status::{LivedPhase, Status};
 use crate::jobs::inflight::{InFlight, JobState, LeasedJob};
 use crate::model::{JobId, Lease, Mode, Outcome, Phase, ReleaseReason, ShutdownRecord, Task};
 use crate::store::{SharedStore, StoreError, StoreResult};
-use crate::telemetry::events::{JobReleased, PhaseEnded, PhaseEntered, ShutdownEnded};
+use crate::telemetry::events::{JobReleased, PhaseEnded, ShutdownEnded};
+use crate::telemetry::phase_spans::PHASE_SPAN_PREFIX;
 use crate::telemetry::tracing::TraceFlusher;
 use crate::telemetry::Metrics;
 use chrono::{DateTime, Utc};
@@ -270,16 +271,16 @@ impl PhaseMachine {
             self.phase_span = Some(tracing::info_span!(
                 parent: &drain.span,
                 "shutdown_phase",
-                otel.name = %format_args!("shutdown.{phase}"),
+                otel.name = %format_args!("{PHASE_SPAN_PREFIX}{phase}"),
                 phase = %phase,
                 trigger = %drain.order.trigger,
                 duration_ms = Empty,
             ));
         }
-        // The phase's clock starts once its span exists (the span's start time is taken as it is
-        // created) and stops inside it, so the span and the metric time the same interval.
+        // The phase's clock starts once its span exists; the exported span is given the length
+        // this clock measures (`telemetry::phase_spans`), which the metric observes too.
         self.timeline.push(LivedPhase::new(phase));
-        PhaseEntered { phase }.emit();
+        tracing::debug!(%phase, "phase entered");
         self.publish();
     }
 

@@ -135,19 +135,6 @@ impl JobsRescued<'_> {
     }
 }
 
-/// The worker entered a phase.
-pub struct PhaseEntered {
-    pub phase: Phase,
-}
-
-impl PhaseEntered {
-    /// Logs the entry. `handover_phase` is not set here: a scrape reads the phase from the
-    /// machine's published status, with readiness, at one instant.
-    pub fn emit(&self) {
-        tracing::debug!(phase = %self.phase, "phase entered");
-    }
-}
-
 /// A phase ended after `lived`; shutdown phases are observed per trigger and logged in their span.
 pub struct PhaseEnded<'a> {
     pub phase: Phase,
